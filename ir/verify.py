@@ -1,0 +1,134 @@
+"""Structural checks for circuits and programs.
+
+``verify`` raises :class:`VerifyError` on the first violation, naming the equation, its op and
+the user's source line where it was traced. Every pass must return a circuit that verifies.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from .circuit import Circuit, Program
+from .ops import OP_INFO, VARIADIC, Op
+
+
+class VerifyError(ValueError):
+    """A circuit or program is malformed."""
+
+
+def _fail(circuit: Circuit, node: int, message: str) -> VerifyError:
+    return VerifyError(f"{circuit.describe(node)}: {message}")
+
+
+def _check_attrs(circuit: Circuit, node: int) -> None:
+    eqn = circuit.eqns[node]
+    names = [key for key, _ in eqn.attrs]
+    if names != sorted(names) or len(set(names)) != len(names):
+        raise _fail(circuit, node, "attributes must be unique and sorted")
+    missing = [a for a in OP_INFO[eqn.op].attrs if a not in names]
+    if missing:
+        raise _fail(circuit, node, f"missing attribute(s) {missing}")
+    if eqn.op is Op.CONST and not isinstance(eqn.attr("value"), float):
+        raise _fail(circuit, node, "const value must be a float")
+    if eqn.op is Op.POW and not isinstance(eqn.attr("p"), float):
+        raise _fail(circuit, node, "pow exponent p must be a float")
+    if eqn.op is Op.INPUT:
+        name, index = eqn.attr("name"), eqn.attr("index")
+        shapes = circuit.input_shapes
+        if name not in shapes:
+            raise _fail(circuit, node, f"reads undeclared input {name!r}")
+        if not isinstance(index, int) or not 0 <= index < prod(shapes[name]):
+            raise _fail(circuit, node, f"index {index!r} out of range for input {name!r} of shape "
+                                       f"{shapes[name]}")
+
+
+def verify(circuit: Circuit) -> Circuit:
+    """Check SSA form, operand counts, attributes, input/output declarations and series typing.
+
+    Returns the circuit so it can be used inline: ``verify(pass_(c))``.
+    """
+    if circuit.order < 0:
+        raise VerifyError(f"circuit order must be >= 0, got {circuit.order}")
+    seen_inputs: set[tuple[str, int]] = set()
+    for node, eqn in enumerate(circuit.eqns):
+        if not isinstance(eqn.op, Op):
+            raise VerifyError(f"node %{node}: unknown op {eqn.op!r}")
+        arity = OP_INFO[eqn.op].arity
+        if arity == VARIADIC:
+            if not eqn.args:
+                raise _fail(circuit, node, "needs at least one operand")
+            if eqn.op is Op.DOT and len(eqn.args) % 2:
+                raise _fail(circuit, node, f"dot needs an even number of operands, got {len(eqn.args)}")
+        elif len(eqn.args) != arity:
+            raise _fail(circuit, node, f"expects {arity} operand(s), got {len(eqn.args)}")
+        for arg in eqn.args:
+            if not isinstance(arg, int) or arg < 0:
+                raise _fail(circuit, node, f"operand {arg!r} is not a node id")
+            if arg >= node:
+                raise _fail(circuit, node, f"uses %{arg} before it is defined")
+        _check_attrs(circuit, node)
+        if eqn.op is Op.INPUT:
+            key = (eqn.attr("name"), eqn.attr("index"))
+            if key in seen_inputs:
+                raise _fail(circuit, node, f"input element {key} read by two nodes")
+            seen_inputs.add(key)
+        if eqn.series and circuit.order == 0:
+            raise _fail(circuit, node, "series value in an order-0 (real) circuit")
+        if eqn.series and eqn.op is Op.CONST:
+            raise _fail(circuit, node, "constants are real, never series")
+        if not eqn.series and eqn.op is not Op.INPUT and any(
+                circuit.eqns[a].series for a in eqn.args) and eqn.op not in _REAL_FROM_SERIES:
+            raise _fail(circuit, node, "reads a series operand but is typed real")
+    names = [name for name, _ in circuit.inputs]
+    if len(set(names)) != len(names):
+        raise VerifyError(f"duplicate input names in {names}")
+    out_names = [out.name for out in circuit.outputs]
+    if len(set(out_names)) != len(out_names):
+        raise VerifyError(f"duplicate output names in {out_names}")
+    for out in circuit.outputs:
+        if prod(out.shape) != len(out.nodes):
+            raise VerifyError(f"output {out.name!r}: shape {out.shape} does not hold {len(out.nodes)} nodes")
+        for n in out.nodes:
+            if not 0 <= n < len(circuit.eqns):
+                raise VerifyError(f"output {out.name!r} refers to missing node %{n}")
+    return circuit
+
+
+#: ops whose result is real even for series operands (they read only the constant term)
+_REAL_FROM_SERIES = frozenset({Op.STOP_GRADIENT, Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ})
+
+
+def verify_program(program: Program) -> Program:
+    """Check the step circuit and that the loop's carry, per-step and weight inputs are consistent."""
+    step = verify(program.step)
+    if program.n_steps < 0:
+        raise VerifyError(f"program n_steps must be >= 0, got {program.n_steps}")
+    shapes = step.input_shapes
+    out_shapes = {out.name: out.shape for out in step.outputs}
+    for name in program.carry:
+        if name not in shapes:
+            raise VerifyError(f"carried state {name!r} is not an input of the step circuit")
+        if name not in out_shapes:
+            raise VerifyError(f"carried state {name!r} is not an output of the step circuit")
+        if shapes[name] != out_shapes[name]:
+            raise VerifyError(f"carried state {name!r}: input shape {shapes[name]} != output shape "
+                              f"{out_shapes[name]}")
+    for name in program.per_step:
+        if name not in shapes:
+            raise VerifyError(f"per-step data {name!r} is not an input of the step circuit")
+    roles = list(program.carry) + list(program.per_step) + ([program.weight] if program.weight else [])
+    if len(set(roles)) != len(roles):
+        raise VerifyError(f"an input has two loop roles: {roles}")
+    if program.weight is not None:
+        if program.weight not in shapes:
+            raise VerifyError(f"weight input {program.weight!r} is not an input of the step circuit")
+        if len(shapes[program.weight]) != 1:
+            raise VerifyError(f"weight input {program.weight!r} must be a vector, has shape "
+                              f"{shapes[program.weight]}")
+    carried_series = {name for name in program.carry
+                      if any(step.eqns[n].series for n in step.output(name).nodes)}
+    for (name, _), node in step.input_nodes().items():
+        if name in carried_series and not step.eqns[node].series:
+            raise VerifyError(f"carried state {name!r} is a series at the step output but real at "
+                              f"its input (%{node})")
+    return program

@@ -1,0 +1,8 @@
+"""Circuit -> Circuit transformations: grad, taylor, and the clean-up passes."""
+
+from .grad import backprop, grad
+from .simplify import cse, dce, fold_constants, simplify
+from .taylor import KinkError, SERIES_RULES, taylor
+
+__all__ = ["KinkError", "SERIES_RULES", "backprop", "cse", "dce", "fold_constants", "grad",
+           "simplify", "taylor"]
