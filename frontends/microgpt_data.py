@@ -165,7 +165,7 @@ class MicrogptData:
         return sum(int(self.init_params[k].size) for k in self.param_order)
 
 
-def _param_shapes(config: MicrogptConfig, vocab_size: int) -> list[tuple[str, tuple[int, int]]]:
+def param_shapes(config: MicrogptConfig, vocab_size: int) -> list[tuple[str, tuple[int, int]]]:
     """Parameter names and [out, in] shapes in the reference's draw order."""
     e = config.n_embd
     shapes = [
@@ -211,7 +211,7 @@ def prepare(config: MicrogptConfig | None = None, names: Sequence[str] | None = 
 
     init_params: dict[str, np.ndarray] = {}
     order: list[str] = []
-    for pname, (n_out, n_in) in _param_shapes(config, vocab_size):
+    for pname, (n_out, n_in) in param_shapes(config, vocab_size):
         # Nested comprehension = row by row, one gauss per entry, as in the reference's matrix().
         rows = [[rng.gauss(0, config.init_std) for _ in range(n_in)] for _ in range(n_out)]
         init_params[pname] = np.array(rows, dtype=np.float64).reshape(n_out, n_in)

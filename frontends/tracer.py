@@ -111,6 +111,13 @@ def _record(op: Op, *operands: Any, **attrs: Any) -> "Value":
     return _trace_of(*operands).record(op, operands, **attrs)
 
 
+def _binary(op: Op, a: Any, b: Any) -> "Value":
+    # an array operand is numpy's business: it applies the op elementwise (object dtype)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return NotImplemented
+    return _record(op, a, b)
+
+
 class Value:
     """A traced scalar. Arithmetic records nodes; control flow on it is an error."""
 
@@ -123,19 +130,19 @@ class Value:
     def __repr__(self) -> str:
         return f"Value(%{self.node})"
 
-    __add__ = lambda self, other: _record(Op.ADD, self, other)
-    __radd__ = lambda self, other: _record(Op.ADD, other, self)
-    __sub__ = lambda self, other: _record(Op.SUB, self, other)
-    __rsub__ = lambda self, other: _record(Op.SUB, other, self)
-    __mul__ = lambda self, other: _record(Op.MUL, self, other)
-    __rmul__ = lambda self, other: _record(Op.MUL, other, self)
-    __truediv__ = lambda self, other: _record(Op.DIV, self, other)
-    __rtruediv__ = lambda self, other: _record(Op.DIV, other, self)
+    __add__ = lambda self, other: _binary(Op.ADD, self, other)
+    __radd__ = lambda self, other: _binary(Op.ADD, other, self)
+    __sub__ = lambda self, other: _binary(Op.SUB, self, other)
+    __rsub__ = lambda self, other: _binary(Op.SUB, other, self)
+    __mul__ = lambda self, other: _binary(Op.MUL, self, other)
+    __rmul__ = lambda self, other: _binary(Op.MUL, other, self)
+    __truediv__ = lambda self, other: _binary(Op.DIV, self, other)
+    __rtruediv__ = lambda self, other: _binary(Op.DIV, other, self)
     __neg__ = lambda self: _record(Op.NEG, self)
-    __lt__ = lambda self, other: _record(Op.LT, self, other)
-    __le__ = lambda self, other: _record(Op.LE, self, other)
-    __gt__ = lambda self, other: _record(Op.GT, self, other)
-    __ge__ = lambda self, other: _record(Op.GE, self, other)
+    __lt__ = lambda self, other: _binary(Op.LT, self, other)
+    __le__ = lambda self, other: _binary(Op.LE, self, other)
+    __gt__ = lambda self, other: _binary(Op.GT, self, other)
+    __ge__ = lambda self, other: _binary(Op.GE, self, other)
     exp = lambda self: _record(Op.EXP, self)
     log = lambda self: _record(Op.LOG, self)
     sqrt = lambda self: _record(Op.SQRT, self)
