@@ -79,9 +79,17 @@ def _shapes(config: MicrogptConfig, vocab_size: int) -> dict[str, tuple[int, ...
     return dict(param_shapes(config, vocab_size))
 
 
-@lru_cache(maxsize=4)
 def trace_step_program(config: MicrogptConfig, vocab_size: int, n_steps: int) -> Program:
-    """The traced (and simplified) training program; the down-weight input is ``x``."""
+    """The traced (and simplified) training program; the down-weight input is ``x``.
+
+    The step circuit does not depend on the number of steps, so it is traced once per model
+    shape and reused (tracing the default model takes seconds)."""
+    step = _traced_step(replace(config, n_steps=1), vocab_size)
+    return Program(step.step, n_steps, step.carry, step.per_step, step.weight)
+
+
+@lru_cache(maxsize=4)
+def _traced_step(config: MicrogptConfig, vocab_size: int) -> Program:
     shapes = _shapes(config, vocab_size)
     state = {**shapes, **{f"m.{n}": s for n, s in shapes.items()},
              **{f"v.{n}": s for n, s in shapes.items()}}
@@ -107,7 +115,7 @@ def trace_step_program(config: MicrogptConfig, vocab_size: int, n_steps: int) ->
             new[name], new[f"m.{name}"], new[f"v.{name}"] = (a.reshape(shape) for a in (p, m, v))
         return new
 
-    return simplify(trace_program(step, n_steps=n_steps, state=state, per_step=per_step, weight="x"))
+    return simplify(trace_program(step, n_steps=1, state=state, per_step=per_step, weight="x"))
 
 
 @dataclass(frozen=True)
