@@ -101,6 +101,11 @@ REAL_IMPL: dict[Op, Callable] = {
 }
 
 
+#: floating-point exceptions during evaluation: overflow and invalid results are errors, underflow
+#: to zero is not (constant folding uses the same setting, so it never disagrees with execution)
+FLOAT_ERRORS = dict(divide="raise", invalid="raise", over="raise", under="ignore")
+
+
 def _series_rules():
     from ..passes.taylor import SERIES_RULES  # the Taylor pass owns the series semantics
 
@@ -112,7 +117,7 @@ def execute(circuit: Circuit, input_values: Mapping[str, list[np.ndarray]], *,
     """Evaluate every node; inputs are per-element internal values. Returns all node values."""
     rules = _series_rules() if circuit.order > 0 else None
     values: list[np.ndarray] = []
-    with np.errstate(divide="raise", invalid="raise", over="raise", under="ignore"):
+    with np.errstate(**FLOAT_ERRORS):
         for node, eqn in enumerate(circuit.eqns):
             try:
                 if eqn.op is Op.INPUT:
@@ -208,12 +213,17 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
     step = program.step
     shapes = step.input_shapes
     series = series_inputs(step)
+    _check_names("initial state", init, program.carry)
+    _check_names("static input", static, program.static_inputs)
+    _check_data(program, data)
+    if program.weight is not None and x is None:
+        raise ValueError(f"the program reads down-weights {program.weight!r}: pass x "
+                         "(per-example down-weights; zeros for normal training)")
     example_ids = _example_ids(program, example_ids)
     state = {name: _split_input(step, name, init[name], shapes[name], False, batch)
              for name in program.carry}
     fixed = {name: _split_input(step, name, static[name], shapes[name], name in series, batch)
              for name in program.static_inputs}
-    _check_data(program, data)
     for t in range(program.n_steps):
         inputs = dict(fixed)
         inputs.update(state)
@@ -246,10 +256,16 @@ def _example_ids(program: Program, example_ids) -> np.ndarray | None:
     return example_ids
 
 
+def _check_names(what: str, given: Mapping[str, np.ndarray], expected) -> None:
+    missing = [n for n in expected if n not in given]
+    unknown = [n for n in given if n not in expected]
+    if missing or unknown:
+        raise ValueError(f"{what}: missing {missing}, unknown {unknown}; the program takes "
+                         f"{list(expected)}")
+
+
 def _check_data(program: Program, data: Mapping[str, np.ndarray]) -> None:
-    missing = [n for n in program.per_step if n not in data]
-    if missing:
-        raise ValueError(f"missing per-step data {missing}")
+    _check_names("per-step data", data, program.per_step)
     for name in program.per_step:
         if len(data[name]) < program.n_steps:
             raise ValueError(f"per-step data {name!r} has {len(data[name])} rows for "

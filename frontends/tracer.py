@@ -35,12 +35,16 @@ class TraceError(TypeError):
 
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_INTERNAL_DIRS = tuple(os.path.join(_PACKAGE_ROOT, d) + os.sep for d in ("ir", "passes", "backends"))
+#: frames skipped when looking for the user's line: the compiler, and numpy's Python wrappers
+#: (``np.sum`` over Values calls ``+`` from inside numpy/_core/fromnumeric.py)
+_INTERNAL_DIRS = tuple(
+    [os.path.join(_PACKAGE_ROOT, d) + os.sep for d in ("ir", "passes", "backends")]
+    + [os.path.dirname(os.path.abspath(np.__file__)) + os.sep])
 _INTERNAL_FILES = {os.path.abspath(__file__)}
 
 
 def user_location() -> str | None:
-    """``file.py:line`` of the innermost caller outside the tracer and the compiler passes."""
+    """``file.py:line`` of the innermost caller outside the tracer, the passes and numpy."""
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -82,10 +86,10 @@ class Trace:
     def node_of(self, x: Any, what: str) -> int:
         """Node id of a Value of this trace, or a new constant node for a plain number."""
         if isinstance(x, Value):
+            if x.trace.closed:
+                raise TraceError(f"{what} at {user_location()}: uses a value of a finished trace")
             if x.trace is not self:
                 raise TraceError(f"{what} at {user_location()}: mixes values of two different traces")
-            if self.closed:
-                raise TraceError(f"{what} at {user_location()}: uses a value of a finished trace")
             return x.node
         if isinstance(x, (bool, np.bool_)):
             x = float(x)
@@ -167,9 +171,11 @@ class Value:
                          "unknown while tracing; use select(cond, a, b) instead of if/else")
 
     def _no_conversion(self, *args: Any) -> Any:
-        raise TraceError(f"conversion of traced %{self.node} to a Python number at {user_location()}: "
-                         "use circuitsketch functions (v.exp(), v.log(), ...) instead of math.* "
-                         "or float()")
+        op = self.trace.builder.eqns[self.node].op.value
+        raise TraceError(f"conversion of traced %{self.node} ({op}) to a Python number at "
+                         f"{user_location()}: its value is unknown while "
+                         "tracing; use circuitsketch functions (v.exp(), v.log(), ...) instead of "
+                         "math.*, float() or int()")
 
     __float__ = __int__ = __index__ = __complex__ = _no_conversion
     __hash__ = object.__hash__
@@ -224,7 +230,10 @@ def matvec(w: Any, x: Any) -> list[Value]:
 
 
 def vmax(xs: Any) -> Value:
+    """The largest element, as a chain of binary max nodes."""
     flat = _flat(xs)
+    if not flat:
+        raise TraceError(f"vmax at {user_location()}: max of an empty sequence")
     result = flat[0]
     for x in flat[1:]:
         result = maximum(result, x)
@@ -239,6 +248,9 @@ def grad(output: Value, wrt: Any) -> Any:
     """
     from ..passes.grad import backprop
 
+    if not isinstance(output, Value):
+        raise TraceError(f"grad at {user_location()}: the output must be a traced Value, got a "
+                         f"{type(output).__name__}")
     trace = output.trace
     array = np.asarray(wrt, dtype=object)
     nodes = [trace.node_of(v, "grad") for v in array.ravel()]

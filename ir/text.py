@@ -3,7 +3,7 @@
 Grammar (one item per line, ``#`` starts a comment line)::
 
     circuit order=K
-    input NAME [D0,D1,...]
+    input NAME [D0,D1,...]            (NAME: no whitespace or brackets; verify() checks this)
     %ID = OP [%ARG ...] [{KEY=VALUE, ...}] [: s] [@ LOCATION]
     output NAME [D0,...] = %ID %ID ...
 
@@ -62,13 +62,14 @@ def print_program(program: Program) -> str:
     return "\n".join(head) + "\n" + print_circuit(program.step)
 
 
-_NAME = r"[A-Za-z_][\w.]*"
+#: input/output names: anything without whitespace or brackets (grad names outputs ``dloss/dw``)
+_NAME = r"[^\s\[\]]+"
 _EQN = re.compile(
     r"^%(?P<id>\d+) = (?P<op>\w+)(?P<args>(?: %\d+)*)(?: \{(?P<attrs>.*?)\})?(?P<series> : s)?"
     r"(?: @ (?P<loc>.+))?$")
 _INPUT = re.compile(rf"^input (?P<name>{_NAME}) \[(?P<shape>[\d,]*)\]$")
 _OUTPUT = re.compile(rf"^output (?P<name>{_NAME}) \[(?P<shape>[\d,]*)\] =(?P<nodes>(?: %\d+)*)$")
-_ATTR = re.compile(r"(\w+)=('(?:[^'\\]|\\.)*'|[^,]+)(?:, |$)")
+_ATTR = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,]+)(?:, |$)""")
 
 
 def _shape(text: str) -> tuple[int, ...]:

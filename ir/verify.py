@@ -6,10 +6,14 @@ the user's source line where it was traced. Every pass must return a circuit tha
 
 from __future__ import annotations
 
+import re
 from math import prod
 
 from .circuit import Circuit, Program
-from .ops import OP_INFO, VARIADIC, Op
+from .ops import NON_DIFFERENTIABLE, OP_INFO, VARIADIC, Op
+
+#: names the text form can hold: non-empty, no whitespace, no brackets
+_VALID_NAME = re.compile(r"[^\s\[\]]+")
 
 
 class VerifyError(ValueError):
@@ -28,6 +32,9 @@ def _check_attrs(circuit: Circuit, node: int) -> None:
     missing = [a for a in OP_INFO[eqn.op].attrs if a not in names]
     if missing:
         raise _fail(circuit, node, f"missing attribute(s) {missing}")
+    unexpected = [a for a in names if a not in OP_INFO[eqn.op].attrs]
+    if unexpected:
+        raise _fail(circuit, node, f"unexpected attribute(s) {unexpected}")
     if eqn.op is Op.CONST and not isinstance(eqn.attr("value"), float):
         raise _fail(circuit, node, "const value must be a float")
     if eqn.op is Op.POW and not isinstance(eqn.attr("p"), float):
@@ -37,7 +44,7 @@ def _check_attrs(circuit: Circuit, node: int) -> None:
         shapes = circuit.input_shapes
         if name not in shapes:
             raise _fail(circuit, node, f"reads undeclared input {name!r}")
-        if not isinstance(index, int) or not 0 <= index < prod(shapes[name]):
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < prod(shapes[name]):
             raise _fail(circuit, node, f"index {index!r} out of range for input {name!r} of shape "
                                        f"{shapes[name]}")
 
@@ -49,7 +56,12 @@ def verify(circuit: Circuit) -> Circuit:
     """
     if circuit.order < 0:
         raise VerifyError(f"circuit order must be >= 0, got {circuit.order}")
+    for name, shape in circuit.inputs:
+        _check_name("input", name, shape)
+    for out in circuit.outputs:
+        _check_name("output", out.name, out.shape)
     seen_inputs: set[tuple[str, int]] = set()
+    input_series: dict[str, bool] = {}
     for node, eqn in enumerate(circuit.eqns):
         if not isinstance(eqn.op, Op):
             raise VerifyError(f"node %{node}: unknown op {eqn.op!r}")
@@ -72,12 +84,14 @@ def verify(circuit: Circuit) -> Circuit:
             if key in seen_inputs:
                 raise _fail(circuit, node, f"input element {key} read by two nodes")
             seen_inputs.add(key)
+            if input_series.setdefault(key[0], eqn.series) != eqn.series:
+                raise _fail(circuit, node, f"input {key[0]!r} has both series and real elements")
         if eqn.series and circuit.order == 0:
             raise _fail(circuit, node, "series value in an order-0 (real) circuit")
         if eqn.series and eqn.op is Op.CONST:
             raise _fail(circuit, node, "constants are real, never series")
         if not eqn.series and eqn.op is not Op.INPUT and any(
-                circuit.eqns[a].series for a in eqn.args) and eqn.op not in _REAL_FROM_SERIES:
+                circuit.eqns[a].series for a in eqn.args) and eqn.op not in NON_DIFFERENTIABLE:
             raise _fail(circuit, node, "reads a series operand but is typed real")
     names = [name for name, _ in circuit.inputs]
     if len(set(names)) != len(names):
@@ -94,8 +108,12 @@ def verify(circuit: Circuit) -> Circuit:
     return circuit
 
 
-#: ops whose result is real even for series operands (they read only the constant term)
-_REAL_FROM_SERIES = frozenset({Op.STOP_GRADIENT, Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ})
+def _check_name(kind: str, name: object, shape: object) -> None:
+    if not isinstance(name, str) or not _VALID_NAME.fullmatch(name):
+        raise VerifyError(f"{kind} name {name!r} must be a non-empty string without whitespace "
+                          "or brackets")
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise VerifyError(f"{kind} {name!r}: shape {shape!r} must be a tuple of non-negative ints")
 
 
 def verify_program(program: Program) -> Program:

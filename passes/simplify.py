@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.reference import REAL_IMPL, DomainError
+from ..backends.reference import FLOAT_ERRORS, REAL_IMPL, DomainError
 from ..ir.circuit import Builder, Circuit, Eqn, Output, Program
 from ..ir.ops import Op
 from ..ir.verify import verify, verify_program
@@ -76,7 +76,8 @@ def _fold_one(builder: Builder, eqn: Eqn, args: tuple[int, ...], value) -> int:
     consts = [value(a) for a in args]
     if args and all(c is not None for c in consts) and not eqn.series:
         try:
-            result = REAL_IMPL[eqn.op](eqn, *[np.array([c]) for c in consts])
+            with np.errstate(**FLOAT_ERRORS):
+                result = REAL_IMPL[eqn.op](eqn, *[np.array([c]) for c in consts])
         except (DomainError, FloatingPointError, ZeroDivisionError):
             result = None  # leave it for the interpreter to report with its source line
         if result is not None and np.all(np.isfinite(result)):
