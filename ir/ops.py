@@ -49,6 +49,10 @@ class Op(enum.Enum):
     def __repr__(self) -> str:  # keeps printed tuples of eqns short
         return f"Op.{self.name}"
 
+    # members are singletons: identity hashing is exact and avoids Enum's Python-level
+    # __hash__, which dominated hash-consing time when tracing 10^5-node circuits
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True)
 class OpInfo:

@@ -24,8 +24,10 @@ def _fail(circuit: Circuit, node: int, message: str) -> VerifyError:
     return VerifyError(f"{circuit.describe(node)}: {message}")
 
 
-def _check_attrs(circuit: Circuit, node: int) -> None:
+def _check_attrs(circuit: Circuit, node: int, sizes: dict[str, int]) -> None:
     eqn = circuit.eqns[node]
+    if not eqn.attrs and not OP_INFO[eqn.op].attrs:
+        return
     names = [key for key, _ in eqn.attrs]
     if names != sorted(names) or len(set(names)) != len(names):
         raise _fail(circuit, node, "attributes must be unique and sorted")
@@ -41,12 +43,11 @@ def _check_attrs(circuit: Circuit, node: int) -> None:
         raise _fail(circuit, node, "pow exponent p must be a float")
     if eqn.op is Op.INPUT:
         name, index = eqn.attr("name"), eqn.attr("index")
-        shapes = circuit.input_shapes
-        if name not in shapes:
+        if name not in sizes:
             raise _fail(circuit, node, f"reads undeclared input {name!r}")
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < prod(shapes[name]):
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < sizes[name]:
             raise _fail(circuit, node, f"index {index!r} out of range for input {name!r} of shape "
-                                       f"{shapes[name]}")
+                                       f"{circuit.input_shapes[name]}")
 
 
 def verify(circuit: Circuit) -> Circuit:
@@ -62,6 +63,8 @@ def verify(circuit: Circuit) -> Circuit:
         _check_name("output", out.name, out.shape)
     seen_inputs: set[tuple[str, int]] = set()
     input_series: dict[str, bool] = {}
+    sizes = {name: prod(shape) for name, shape in circuit.inputs}
+    series = [eqn.series for eqn in circuit.eqns]
     for node, eqn in enumerate(circuit.eqns):
         if not isinstance(eqn.op, Op):
             raise VerifyError(f"node %{node}: unknown op {eqn.op!r}")
@@ -78,7 +81,7 @@ def verify(circuit: Circuit) -> Circuit:
                 raise _fail(circuit, node, f"operand {arg!r} is not a node id")
             if arg >= node:
                 raise _fail(circuit, node, f"uses %{arg} before it is defined")
-        _check_attrs(circuit, node)
+        _check_attrs(circuit, node, sizes)
         if eqn.op is Op.INPUT:
             key = (eqn.attr("name"), eqn.attr("index"))
             if key in seen_inputs:
@@ -90,8 +93,8 @@ def verify(circuit: Circuit) -> Circuit:
             raise _fail(circuit, node, "series value in an order-0 (real) circuit")
         if eqn.series and eqn.op is Op.CONST:
             raise _fail(circuit, node, "constants are real, never series")
-        if not eqn.series and eqn.op is not Op.INPUT and any(
-                circuit.eqns[a].series for a in eqn.args) and eqn.op not in NON_DIFFERENTIABLE:
+        if circuit.order and not eqn.series and eqn.op not in NON_DIFFERENTIABLE and any(
+                series[a] for a in eqn.args):
             raise _fail(circuit, node, "reads a series operand but is typed real")
     names = [name for name, _ in circuit.inputs]
     if len(set(names)) != len(names):

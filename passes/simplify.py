@@ -24,11 +24,15 @@ from ..ir.verify import verify, verify_program
 def _rebuild(circuit: Circuit, builder: Builder, remap: list[int]) -> Circuit:
     builder.inputs = dict(circuit.inputs)
     builder.outputs = [Output(o.name, o.shape, tuple(remap[n] for n in o.nodes)) for o in circuit.outputs]
-    return verify(builder.build(circuit.order))
+    return builder.build(circuit.order)
 
 
 def dce(circuit: Circuit) -> Circuit:
     """Drop nodes no output depends on (input nodes are kept: they are the circuit's interface)."""
+    return verify(_dce(circuit))
+
+
+def _dce(circuit: Circuit) -> Circuit:
     live = [False] * len(circuit.eqns)
     for out in circuit.outputs:
         for n in out.nodes:
@@ -43,11 +47,15 @@ def dce(circuit: Circuit) -> Circuit:
             remap[node] = len(eqns)
             eqns.append(Eqn(eqn.op, tuple(remap[a] for a in eqn.args), eqn.attrs, eqn.loc, eqn.series))
     outputs = tuple(Output(o.name, o.shape, tuple(remap[n] for n in o.nodes)) for o in circuit.outputs)
-    return verify(Circuit(tuple(eqns), circuit.inputs, outputs, circuit.order))
+    return Circuit(tuple(eqns), circuit.inputs, outputs, circuit.order)
 
 
 def cse(circuit: Circuit) -> Circuit:
     """Share identical (op, operands, attrs) nodes; commutative add/mul/max/eq operands sorted."""
+    return verify(_cse(circuit))
+
+
+def _cse(circuit: Circuit) -> Circuit:
     builder, remap = Builder(), []
     for eqn in circuit.eqns:
         args = tuple(remap[a] for a in eqn.args)
@@ -64,6 +72,10 @@ def _const_value(circuit_eqns: list[Eqn], node: int) -> float | None:
 
 def fold_constants(circuit: Circuit) -> Circuit:
     """Evaluate all-constant nodes and apply the algebraic identities listed in the module doc."""
+    return verify(_fold_constants(circuit))
+
+
+def _fold_constants(circuit: Circuit) -> Circuit:
     builder, remap = Builder(), []
     for eqn in circuit.eqns:
         args = tuple(remap[a] for a in eqn.args)
@@ -120,10 +132,10 @@ def simplify(target: Circuit | Program) -> Circuit | Program:
         step = simplify(target.step)
         return verify_program(Program(step, target.n_steps, target.carry, target.per_step, target.weight))
     circuit = target
-    while True:
-        smaller = dce(cse(fold_constants(circuit)))
+    while True:  # the parts skip their own verify; the result is verified once
+        smaller = _dce(_cse(_fold_constants(circuit)))
         if len(smaller.eqns) == len(circuit.eqns):
-            return smaller
+            return verify(smaller)
         circuit = smaller
 
 
