@@ -1,0 +1,384 @@
+"""The deletion-scheme subcommands: ``precompute | predict | exact | stability | evaluate``.
+
+They run on a training task picked by ``--task`` from :data:`CLI_TASKS` (``microgpt``: the
+paper's §5.2 program on the vendored names; a deletion set is given by substrings of the names
+trained on or by step indices, a measurement by ``--measure-name NAME``: the loss on NAME).
+A sketch records its task and settings (``info`` in meta.json), so ``predict`` and ``evaluate``
+rebuild everything from ``--sketch PATH`` alone. Results are printed as tables and, with
+``--out DIR``, written as JSON and PNG plots (matplotlib, imported only when plotting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..backends import BACKENDS
+from ..ir.circuit import Circuit
+from .evaluate import (deletion_curve, evaluate_deletions, linear_datamodeling_score,
+                       plot_curves, plot_deletion_curve, retrained_values)
+from .exact import exact_series
+from .precompute import precompute
+from .predict import predict
+from .stability import plot_stability, stability_profile
+from .store import load_sketch
+
+
+@dataclass(frozen=True)
+class CliTask:
+    """How the CLI builds one kind of task. ``settings`` are JSON-able and stored in sketches."""
+
+    add_options: Callable[[argparse.ArgumentParser], None]
+    settings: Callable[[argparse.Namespace], dict[str, Any]]
+    build: Callable[[dict[str, Any]], Any]
+    #: (settings, --measure-name or None) -> (measurement circuit, description)
+    measurement: Callable[[dict[str, Any], str | None], tuple[Circuit, str]]
+
+
+# ---------------------------------------------------------------- microgpt
+
+def _microgpt_options(parser: argparse.ArgumentParser) -> None:
+    from ..frontends.microgpt_data import MicrogptConfig
+
+    defaults = MicrogptConfig()
+    group = parser.add_argument_group("microgpt model (defaults: the paper's, DESIGN §5)")
+    group.add_argument("--steps", type=int, default=defaults.n_steps,
+                       help="training steps, one name each; n = steps down-weights")
+    for name, help_text in (("n_embd", "embedding width"), ("n_head", "attention heads"),
+                            ("n_layer", "transformer layers"), ("block_size", "context length"),
+                            ("mlp_width", "MLP hidden width")):
+        group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name),
+                           help=help_text)
+    group.add_argument("--data-seed", type=int, default=defaults.seed,
+                       help="seed of the names shuffle and the initial weights")
+
+
+def _microgpt_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"n_steps": args.steps, "n_embd": args.n_embd, "n_head": args.n_head,
+            "n_layer": args.n_layer, "block_size": args.block_size, "mlp_width": args.mlp_width,
+            "seed": args.data_seed}
+
+
+def _microgpt_config(settings: dict[str, Any]):
+    from ..frontends.microgpt_data import MicrogptConfig
+
+    known = {f.name for f in fields(MicrogptConfig)}
+    return MicrogptConfig(**{k: v for k, v in settings.items() if k in known})
+
+
+def _microgpt_build(settings: dict[str, Any]):
+    from ..frontends.microgpt import build_task
+
+    config = _microgpt_config(settings)
+    return build_task(config, config.n_steps)
+
+
+def _microgpt_measurement(settings: dict[str, Any], name: str | None) -> tuple[Circuit, str]:
+    from ..frontends.microgpt import loss_measurement
+    from ..frontends.microgpt_data import names_for_steps, prepare
+
+    config = _microgpt_config(settings)
+    data = prepare(config)
+    if name is None:
+        name = names_for_steps(data, 1)[0]
+    return loss_measurement(data, config, name), f"loss on {name!r}"
+
+
+#: task kinds the CLI can run (``--task``); tests add small ones
+CLI_TASKS: dict[str, CliTask] = {
+    "microgpt": CliTask(_microgpt_options, _microgpt_settings, _microgpt_build,
+                        _microgpt_measurement),
+}
+
+
+# ---------------------------------------------------------------- shared options
+
+def _task_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=sorted(CLI_TASKS), default="microgpt",
+                        help="the training task")
+    for kind in CLI_TASKS.values():
+        kind.add_options(parser)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="reference",
+                        help="execution backend")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _contains(substring: str) -> tuple[str, Callable[[str], bool]]:
+    return f"examples containing {substring!r}", lambda label: substring in label
+
+
+def _indices(text: str) -> tuple[str, list[int]]:
+    try:
+        return f"indices {text}", [int(i) for i in text.split(",") if i.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+
+
+def _deletion_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("deletion sets (repeat the options for several sets, kept in "
+                                      "command-line order; default: --delete-contains x)")
+    group.add_argument("--delete-contains", dest="deletions", action="append", type=_contains,
+                       metavar="SUBSTRING", help="delete the training examples whose label "
+                                                 "(microgpt: the name) contains SUBSTRING")
+    group.add_argument("--delete-indices", dest="deletions", action="append", type=_indices,
+                       metavar="I,J,...", help="delete the training examples with these indices "
+                                               "(microgpt: steps)")
+
+
+def _measure_options(parser: argparse.ArgumentParser, default: str | None = "max") -> None:
+    parser.add_argument("--measure-name", default=default, metavar="NAME",
+                        help="measurement: the trained model's loss on NAME (default "
+                             + (repr(default) if default else "the first training name") + ")")
+
+
+def _out_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--out", type=Path, metavar="DIR", help=f"write {what} into DIR")
+
+
+def _deletion_sets(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    return args.deletions or [_contains("x")]
+
+
+def _weights(text: str | None, default: np.ndarray) -> np.ndarray:
+    if text is None:
+        return default
+    try:
+        return np.array([float(w) for w in text.split(",")])
+    except ValueError:
+        raise ValueError(f"--weights {text!r}: expected comma-separated numbers") from None
+
+
+def _sketch_task(sketch) -> tuple[CliTask, dict[str, Any]]:
+    kind = sketch.info.get("task")
+    if kind not in CLI_TASKS:
+        raise ValueError(f"the sketch was not made by the CLI for a known task (info.task = "
+                         f"{kind!r}; known: {sorted(CLI_TASKS)})")
+    return CLI_TASKS[kind], sketch.info["settings"]
+
+
+def _write_json(out: Path | None, name: str, obj: Any) -> None:
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(obj, indent=1))
+        print(f"wrote {out / name}")
+
+
+# ---------------------------------------------------------------- the commands
+
+def _run_precompute(args: argparse.Namespace) -> int:
+    kind = CLI_TASKS[args.task]
+    settings = kind.settings(args)
+    task = kind.build(settings)
+    start = time.perf_counter()
+    sketch = precompute(task, directions=args.directions, order=args.order, seed=args.seed,
+                        batch_size=args.batch_size, backend=args.backend, path=args.out,
+                        progress=not args.quiet, resume=not args.no_resume,
+                        info={"task": args.task, "settings": settings})
+    print(f"sketch: s = {sketch.s} directions, order {sketch.order}, n = {sketch.n} examples, "
+          f"states {list(sketch.state_shapes)} -> {args.out} "
+          f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    sketch = load_sketch(args.sketch)
+    kind, settings = _sketch_task(sketch)
+    measurement, what = kind.measurement(settings, args.measure_name)
+    sets = _deletion_sets(args)
+    start = time.perf_counter()
+    predictions = predict(sketch, measurement, [d for _, d in sets], delta=args.delta,
+                          order=args.order, backend=args.backend)
+    print(f"measurement: {what}; {time.perf_counter() - start:.2f} s for {len(sets)} set(s)")
+    for (name, _), prediction in zip(sets, predictions):
+        print(f"{name}: {prediction}")
+    _write_json(args.out, "predict.json", {"measurement": what, "sets": [
+        {"name": name, **p.to_dict()} for (name, _), p in zip(sets, predictions)]})
+    return 0
+
+
+def _run_exact(args: argparse.Namespace) -> int:
+    kind = CLI_TASKS[args.task]
+    settings = kind.settings(args)
+    task = kind.build(settings)
+    measurement, what = kind.measurement(settings, args.measure_name)
+    sets = _deletion_sets(args)
+    series = exact_series(task, [d for _, d in sets], args.order, measurement, backend=args.backend,
+                          batch_size=args.batch_size, progress=not args.quiet)
+    weights = _weights(args.weights, np.linspace(0.0, 1.0, 11))
+    xs = weights[None, :, None] * series.indicators[:, None, :]  # [set, w, n]
+    truths = retrained_values(task, measurement, xs.reshape(-1, task.n_examples),
+                              backend=args.backend, batch_size=args.batch_size,
+                              progress=not args.quiet).reshape(len(sets), len(weights))
+    print(f"measurement: {what}")
+    results = []
+    for i, (name, _) in enumerate(sets):
+        sums = np.array([series.partial_sums(w)[i] for w in weights])  # [W, k+1]
+        print(f"{name}: coefficients {np.array2string(series.coefficients[i], precision=4)}")
+        header = "  ".join(f"err order {r}" for r in range(series.order + 1))
+        print(f"  w      retrained   {header}")
+        for w, truth, row in zip(weights, truths[i], sums):
+            print(f"  {w:4.2f}  {truth:11.6g}  " + "  ".join(f"{e:+11.3g}" for e in row - truth))
+        results.append({"name": name, "coefficients": series.coefficients[i].tolist(),
+                        "weights": weights.tolist(), "retrained": truths[i].tolist(),
+                        "partial_sums": sums.tolist()})
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            grid = np.linspace(0.0, max(1.0, weights.max()), 101)
+            fine = np.array([series.partial_sums(w)[i] for w in grid])
+            plot_curves(str(args.out / f"exact-{i}.png"), grid,
+                        {f"order {r}": (fine[:, r], None) for r in range(1, series.order + 1)},
+                        weights, truths[i], title=f"exact series, {name}", ylabel=what)
+    _write_json(args.out, "exact.json", {"measurement": what, "sets": results})
+    return 0
+
+
+def _run_stability(args: argparse.Namespace) -> int:
+    kind = CLI_TASKS[args.task]
+    settings = kind.settings(args)
+    task = kind.build(settings)
+    measurement, what = kind.measurement(settings, args.measure_name)
+    sketch = precompute(task, directions=args.directions, order=args.order, seed=args.seed,
+                        batch_size=args.directions, backend=args.backend, path=None,
+                        progress=not args.quiet)
+    profile = stability_profile(sketch, measurement, backend=args.backend)
+    print(f"measurement: {what}; log2 sqrt(C(n+r-1, r)) |c_r| over {sketch.s} directions")
+    for r, value in enumerate(profile.median()):
+        print(f"  r = {r:3d}: median {value:9.3f}   range [{profile.log2_norms[:, r].min():.3f}, "
+              f"{profile.log2_norms[:, r].max():.3f}]")
+    print(f"growth: {profile.growth_bits_per_order():.3f} bits per order")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        plot_stability(profile, str(args.out / "stability.png"), title=f"stability, {what}")
+    _write_json(args.out, "stability.json", {"measurement": what, **profile.to_dict()})
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    sketch = load_sketch(args.sketch)
+    kind, settings = _sketch_task(sketch)
+    task = kind.build(settings)
+    measurement, what = kind.measurement(settings, args.measure_name)
+    sets = _deletion_sets(args)
+    common = dict(backend=args.backend, batch_size=args.batch_size, progress=not args.quiet)
+    report = evaluate_deletions(sketch, task, measurement, [d for _, d in sets],
+                                names=[name for name, _ in sets], delta=args.delta, **common)
+    print(f"measurement: {what}")
+    print(report.table())
+    result: dict[str, Any] = {"measurement": what, **report.to_dict()}
+    weights = _weights(args.weights, np.array([]))
+    if len(weights):
+        result["curves"] = []
+        for i, (name, deleted) in enumerate(sets):
+            curve = deletion_curve(sketch, task, measurement, deleted, weights, **common)
+            result["curves"].append({"name": name, **curve.to_dict()})
+            if args.out is not None:
+                args.out.mkdir(parents=True, exist_ok=True)
+                plot_deletion_curve(curve, str(args.out / f"curve-{i}.png"),
+                                    title=f"s = {sketch.s}, {name}", ylabel=what)
+    if args.lds_subsets:
+        lds = linear_datamodeling_score(sketch, task, measurement, n_subsets=args.lds_subsets,
+                                        fraction=args.lds_fraction, seed=args.seed, **common)
+        print(f"LDS over {args.lds_subsets} random deletion sets of {args.lds_fraction:.0%}: "
+              f"{lds.lds:.3f} (first-order baseline {lds.lds_first_order:.3f})")
+        result["lds"] = lds.to_dict()
+    _write_json(args.out, "evaluate.json", result)
+    return 0
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Add the five subcommands; each sets ``run`` (args -> exit code)."""
+    formatter = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    p = subparsers.add_parser(
+        "precompute",
+        help="sketch a training run: s random directions in order-k Taylor arithmetic",
+        description="Train once per random direction psi_j in truncated-Taylor arithmetic and "
+                    "store the series-valued models (resumable: rerun the same command after an "
+                    "interruption).", **formatter)
+    _task_options(p)
+    p.add_argument("--directions", type=int, default=64, help="number s of random directions")
+    p.add_argument("--order", type=int, default=3, help="Taylor order k")
+    p.add_argument("--seed", type=int, default=0, help="direction seed: psi_j depends on (seed, j)")
+    p.add_argument("--batch-size", type=int, default=32, help="directions trained per run")
+    p.add_argument("--out", type=Path, required=True, metavar="PATH",
+                   help="sketch directory to write")
+    p.add_argument("--no-resume", action="store_true",
+                   help="discard the shards of an interrupted run at PATH.partial")
+    _run_options(p)
+    p.set_defaults(run=_run_precompute)
+
+    p = subparsers.add_parser(
+        "predict", help="estimate a measurement after deleting sets of training examples",
+        description="Predict f(1_D) for each deletion set D from a sketch: each order's term "
+                    "with its standard error and a median-of-means interval.", **formatter)
+    p.add_argument("--sketch", type=Path, required=True, metavar="PATH", help="sketch directory")
+    _deletion_options(p)
+    _measure_options(p)
+    p.add_argument("--delta", type=float, default=0.05,
+                   help="failure probability of the median-of-means interval")
+    p.add_argument("--order", type=int, default=None, help="use orders 1..ORDER (default: all)")
+    _out_option(p, "predict.json")
+    _run_options(p)
+    p.set_defaults(run=_run_predict)
+
+    p = subparsers.add_parser(
+        "exact", help="exact Taylor series along known deletion sets vs retraining (paper Fig. 2)",
+        description="One Taylor run along the real directions 1_D gives the exact coefficients of "
+                    "w -> f(w 1_D); compare each truncation order with retrainings at the "
+                    "weights.", **formatter)
+    _task_options(p)
+    _deletion_options(p)
+    _measure_options(p)
+    p.add_argument("--order", type=int, default=6, help="Taylor order k")
+    p.add_argument("--weights", default=None, metavar="W,W,...",
+                   help="down-weights w to retrain at (default 0,0.1,...,1)")
+    p.add_argument("--batch-size", type=int, default=16, help="sets / retrainings per run")
+    _out_option(p, "exact.json and one exact-I.png per set")
+    _run_options(p)
+    p.set_defaults(run=_run_exact)
+
+    p = subparsers.add_parser(
+        "stability", help="Taylor-norm growth against the order (paper Fig. 1)",
+        description="For a few random directions at a high order, print and plot "
+                    "log2(sqrt(C(n+r-1, r)) |c_r|), an estimate of log2 ||grad^r f(0) / r!||_F; "
+                    "linear growth or less means the stability assumption holds.", **formatter)
+    _task_options(p)
+    _measure_options(p, default=None)
+    p.add_argument("--directions", type=int, default=12, help="number of random directions")
+    p.add_argument("--order", type=int, default=30, help="Taylor order k (the paper uses 100)")
+    p.add_argument("--seed", type=int, default=0, help="direction seed")
+    _out_option(p, "stability.json and stability.png")
+    _run_options(p)
+    p.set_defaults(run=_run_stability)
+
+    p = subparsers.add_parser(
+        "evaluate", help="compare a sketch's predictions with real retraining",
+        description="Retrain with each deletion set removed and report predicted vs true change "
+                    "per order and per number of directions, the first-order baseline, optional "
+                    "deletion curves (paper Fig. 3) and the Linear Datamodeling Score.",
+        **formatter)
+    p.add_argument("--sketch", type=Path, required=True, metavar="PATH", help="sketch directory")
+    _deletion_options(p)
+    _measure_options(p)
+    p.add_argument("--delta", type=float, default=0.05, help="failure probability of the interval")
+    p.add_argument("--weights", default=None, metavar="W,W,...",
+                   help="also retrain at these down-weights w and plot the curve f(w 1_D)")
+    p.add_argument("--lds-subsets", type=int, default=0,
+                   help="number of random deletion sets for the LDS (0: skip)")
+    p.add_argument("--lds-fraction", type=float, default=0.1, help="size of each LDS set / n")
+    p.add_argument("--seed", type=int, default=0, help="seed of the LDS subsets")
+    p.add_argument("--batch-size", type=int, default=16, help="retrainings per run")
+    _out_option(p, "evaluate.json and curve-I.png")
+    _run_options(p)
+    p.set_defaults(run=_run_evaluate)
+
+
+__all__ = ["CLI_TASKS", "CliTask", "register_cli"]

@@ -1,0 +1,147 @@
+r"""Precomputation (DESIGN §4): train once in order-k Taylor arithmetic per random direction.
+
+For j = 0..s-1 the down-weights move along x = z psi_j (psi_j from directions.py) and the
+training program, lowered with ``taylor(program, order=k, seeds={program.weight})``, runs in
+C[z]/(z^{k+1}). Its final state is the series theta_j(z) = sum_r theta_{j,r} z^r with
+theta_{j,r} = (d^r/dz^r) theta(z psi_j) / r! at z = 0; coefficient 0 is the ordinary trained
+model theta(0), the same for every j.
+
+Directions run in batches of ``batch_size``: one ``run_program(..., batch=B)`` call trains B
+directions at once, with x given as a series ``[B, k+1, n]`` whose coefficient 1 is psi_j and
+whose other coefficients are 0. With a ``path``, every finished batch is a shard written
+atomically into ``PATH.partial`` and a rerun skips the shards already there (store.py); the
+finished sketch appears at ``path`` only when all batches are done.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..backends import run_program
+from ..ir.circuit import Program
+from ..passes.taylor import taylor
+from .directions import directions as make_directions
+from .progress import ProgressBar
+from .store import (PartialSketch, Sketch, SketchMismatchError, batch_ranges, load_sketch,
+                    run_header)
+
+
+def lower_program(task, order: int) -> Program:
+    """The task's training program in order-``order`` Taylor arithmetic along its down-weights."""
+    return taylor(task.program, order=order, seeds={task.program.weight})
+
+
+def train_series(task, lowered: Program, xs: np.ndarray, keep: Sequence[str], *,
+                 backend: str = "reference",
+                 progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Train along x = z xs[b] for every row b of ``xs`` ([B, n], complex or real) in one run.
+
+    Returns state name -> complex128 ``[B, k+1, *shape]``: the Taylor coefficients of each final
+    state along its direction (a state that does not depend on x is lifted: zero higher terms).
+    """
+    xs = np.atleast_2d(xs)
+    batch, k1 = xs.shape[0], lowered.order + 1
+    x = np.zeros((batch, k1, task.n_examples), dtype=np.complex128)
+    x[:, 1, :] = xs
+    final = run_program(lowered, task.init, data=task.data, static=task.static, x=x,
+                        example_ids=task.example_ids, batch=batch, backend=backend,
+                        progress=progress)
+    shapes = lowered.step.input_shapes
+    out = {}
+    for name in keep:
+        array = np.asarray(final[name])
+        if array.shape == (batch,) + shapes[name]:  # real: independent of the down-weights
+            lifted = np.zeros((batch, k1) + shapes[name], dtype=np.complex128)
+            lifted[:, 0] = array
+            array = lifted
+        out[name] = np.asarray(array, dtype=np.complex128)
+    return out
+
+
+def default_state_names(task) -> tuple[str, ...]:
+    """What a measurement may read: ``task.param_names`` if the task defines it (microgpt keeps
+    its parameters, not Adam's moments), else every carried state."""
+    return tuple(getattr(task, "param_names", None) or task.state_names)
+
+
+def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: int = 32,
+               backend: str = "reference", path: str | os.PathLike | None = None,
+               progress: bool = True, resume: bool = True, keep: Sequence[str] | None = None,
+               info: Mapping[str, Any] | None = None) -> Sketch:
+    """Sketch ``task``'s training with ``directions`` random directions at Taylor order ``order``.
+
+    ``keep``: state names to store (default :func:`default_state_names`). ``path``: write the
+    sketch there (resumable; see module doc); if a finished sketch of the same run is already
+    there it is loaded instead. ``info``: free-form JSON stored with the sketch.
+    """
+    if int(directions) < 1 or int(order) < 1 or int(batch_size) < 1:
+        raise ValueError(f"need directions >= 1, order >= 1 and batch_size >= 1; got "
+                         f"directions={directions}, order={order}, batch_size={batch_size}")
+    keep = tuple(keep) if keep is not None else default_state_names(task)
+    unknown = [name for name in keep if name not in task.state_names]
+    if unknown or not keep:
+        raise ValueError(f"cannot keep state(s) {unknown or '(none)'}: the program carries "
+                         f"{list(task.state_names)}")
+    shapes = task.program.step.input_shapes
+    header = run_header(task.fingerprint(), task.n_examples, order, seed,
+                        {name: shapes[name] for name in keep})
+    if path is not None and os.path.exists(path):
+        return _existing(path, task, header, directions, resume)
+    work = PartialSketch(path, header, resume=resume) if path is not None else None
+    batches = batch_ranges(directions, batch_size)
+    lowered = lower_program(task, order)
+    parts: list[dict[str, np.ndarray]] = []
+    steps = task.program.n_steps
+    with ProgressBar(len(batches) * steps, label="precompute", enabled=progress) as bar:
+        for number, (first, count) in enumerate(batches):
+            bar.label = f"precompute k={order} batch {number + 1}/{len(batches)}"
+            arrays = work.shard(first, count) if work is not None else None
+            if arrays is not None:
+                bar.skip(steps)
+            else:
+                psi = make_directions(seed, range(first, first + count), task.n_examples)
+                arrays = train_series(task, lowered, psi, keep, backend=backend,
+                                      progress=lambda step: bar.advance(1))
+                if work is not None:
+                    work.write_shard(first, count, arrays)
+            parts.append(arrays)
+    series = {name: np.concatenate([part[name] for part in parts]) for name in keep}
+    sketch = Sketch(fingerprint=header["fingerprint"], n=task.n_examples, order=order, seed=seed,
+                    theta0={name: _theta0(name, series[name]) for name in keep}, series=series,
+                    example_labels=_labels(task), info=dict(info or {}))
+    if work is not None:
+        work.finish(sketch, batches)
+    return sketch
+
+
+def _theta0(name: str, series: np.ndarray) -> np.ndarray:
+    """The real model from coefficient 0 (real by construction: the run at x = 0)."""
+    constant = series[0, 0]
+    if np.any(np.abs(constant.imag) > 1e-12 * (1 + np.abs(constant.real))):
+        raise ArithmeticError(f"state {name!r}: the constant Taylor term is not real; the "
+                              "lowered program does not start from a real run")
+    return np.array(constant.real)
+
+
+def _labels(task) -> tuple[str, ...] | None:
+    if task.example_labels is None:
+        return None
+    return tuple(str(label) for label in task.example_labels)
+
+
+def _existing(path, task, header: Mapping[str, Any], directions: int, resume: bool) -> Sketch:
+    """A finished sketch already at ``path``: reuse it if it is this very run."""
+    if not resume:
+        raise FileExistsError(f"{path} already exists; remove it or choose another path")
+    sketch = load_sketch(path, task=task)
+    if sketch.header() != dict(header) or sketch.s != directions:
+        raise SketchMismatchError(f"{path} holds a finished sketch of another run (order "
+                                  f"{sketch.order}, seed {sketch.seed}, s {sketch.s}, states "
+                                  f"{list(sketch.state_shapes)}); remove it or choose another path")
+    return sketch
+
+
+__all__ = ["default_state_names", "lower_program", "precompute", "train_series"]
