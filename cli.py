@@ -16,7 +16,6 @@ COMMAND_MODULES = (
     "circuitsketch.sketch.cli",
     "circuitsketch.backends.emit",
     "circuitsketch.active.cli",
-    "circuitsketch.distributed.cli",
 )
 
 
