@@ -31,11 +31,18 @@ class DomainError(ValueError):
 
 
 _erf = np.frompyfunc(math.erf, 1, 1)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def erf(a: np.ndarray) -> np.ndarray:
+    """math.erf elementwise on a real array."""
+    return _erf(np.asarray(a, dtype=np.float64)).astype(np.float64)
 
 
 def std_normal_cdf(a: np.ndarray) -> np.ndarray:
-    """Phi(a) = (1 + erf(a / sqrt 2)) / 2, elementwise on a real array."""
-    return 0.5 * (1.0 + _erf(np.asarray(a, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64))
+    """Phi(a) = (1 + erf(a / sqrt 2)) / 2 = erfc(-a / sqrt 2) / 2, elementwise on a real array
+    (the erfc form keeps full relative accuracy in the lower tail)."""
+    return 0.5 * _erfc(-np.asarray(a, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64)
 
 
 def _div(eqn: Eqn, a, b):
@@ -85,7 +92,7 @@ REAL_IMPL: dict[Op, Callable] = {
     Op.LOG: _log,
     Op.SQRT: _sqrt,
     Op.TANH: lambda e, a: np.tanh(a),
-    Op.ERF: lambda e, a: _erf(a).astype(np.float64),
+    Op.ERF: lambda e, a: erf(a),
     Op.GELU: lambda e, a: a * std_normal_cdf(a),
     Op.RELU: lambda e, a: np.maximum(a, 0.0),
     Op.MAX: lambda e, a, b: np.maximum(a, b),
@@ -129,7 +136,9 @@ def execute(circuit: Circuit, input_values: Mapping[str, list[np.ndarray]], *,
                     else:
                         value = REAL_IMPL[eqn.op](eqn, *args)
             except (DomainError, FloatingPointError) as exc:
-                raise EvaluationError(f"{circuit.describe(node)}: {exc}") from None
+                # an error that is already an EvaluationError (the Taylor pass's KinkError) keeps its type
+                located = type(exc) if isinstance(exc, EvaluationError) else EvaluationError
+                raise located(f"{circuit.describe(node)}: {exc}") from None
             values.append(value)
     return values
 

@@ -31,9 +31,15 @@ def _rmsnorm(x: list, eps: float) -> list:
     return [xi * scale for xi in x]
 
 
+def _constant_max(values: list) -> object:
+    """max as a constant: taken over stop_gradient-ed values, so a Taylor run compares real
+    constant terms only (no series max, no spurious kink at a tie of two logits)."""
+    return vmax([stop_gradient(v) for v in values])
+
+
 def _log_softmax_at(logits: list, target_onehot) -> object:
     """-log softmax(logits)[target], with the max subtracted as a constant (exact)."""
-    shift = stop_gradient(vmax(logits))
+    shift = _constant_max(logits)
     total = vsum([(logit - shift).exp() for logit in logits])
     return total.log() - (dot(target_onehot, logits) - shift)
 
@@ -61,7 +67,7 @@ def forward_losses(params: dict, tokens_onehot, targets_onehot, n_positions: int
             for h in range(config.n_head):
                 lo, hi = h * hd, (h + 1) * hd
                 scores = [dot(q[lo:hi], key[lo:hi]) / hd ** 0.5 for key in keys[li]]
-                shift = stop_gradient(vmax(scores))
+                shift = _constant_max(scores)
                 weights = [(s - shift).exp() for s in scores]
                 total = vsum(weights)
                 weights = [w / total for w in weights]
