@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from .cluster.connect import MissingExtraError
+
 #: modules contributing subcommands, in the order ``--help`` lists them
 COMMAND_MODULES = (
     "circuitsketch.demo",
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:  # user errors: a message, no traceback
+    except (ValueError, FileNotFoundError, KeyError, MissingExtraError) as exc:
+        # user errors: a message, no traceback
         print(f"circuitsketch {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

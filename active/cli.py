@@ -52,7 +52,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data: y = target(u) + N(0, noise^2), u uniform in [-1, 1]")
     data.add_argument("--target", choices=sorted(TARGETS), default="sin", help="function to learn")
     data.add_argument("--noise", type=float, default=0.05, help="label noise standard deviation")
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="reference")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="numba-cpu",
+                        help="execution backend")
     parser.add_argument("--out", type=Path, metavar="DIR", help="write JSON (and plots) here")
 
 

@@ -225,9 +225,7 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
     _check_names("initial state", init, program.carry)
     _check_names("static input", static, program.static_inputs)
     _check_data(program, data)
-    if program.weight is not None and x is None:
-        raise ValueError(f"the program reads down-weights {program.weight!r}: pass x "
-                         "(per-example down-weights; zeros for normal training)")
+    check_weights_given(program, x)
     example_ids = _example_ids(program, example_ids)
     state = {name: _split_input(step, name, init[name], shapes[name], False, batch)
              for name in program.carry}
@@ -248,6 +246,16 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
             progress(t + 1)
     k1 = step.order + 1
     return {name: _join_output(state[name], shapes[name], batch, k1) for name in program.carry}
+
+
+def check_weights_given(program: Program, x) -> None:
+    """Down-weights are given exactly when the program reads them."""
+    if program.weight is not None and x is None:
+        raise ValueError(f"the program reads down-weights {program.weight!r}: pass x "
+                         "(per-example down-weights; zeros for normal training)")
+    if program.weight is None and x is not None:
+        raise ValueError("x (per-example down-weights) was given, but the program has no weight "
+                         "input: trace it with a weight input to down-weight examples")
 
 
 def _example_ids(program: Program, example_ids) -> np.ndarray | None:

@@ -6,16 +6,19 @@ trained on or by step indices, a measurement by ``--measure-name NAME``: the los
 A sketch records its task and settings (``info`` in meta.json), so ``predict`` and ``evaluate``
 rebuild everything from ``--sketch PATH`` alone. Results are printed as tables and, with
 ``--out DIR``, written as JSON and PNG plots (matplotlib, imported only when plotting).
+``precompute`` and ``evaluate`` run on Dask with ``--workers N`` (local worker processes) or
+``--scheduler ADDRESS`` (an existing cluster); see docs/distributed.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -107,9 +110,34 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="reference",
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="numba-cpu",
                         help="execution backend")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _cluster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Dask cluster (optional extra circuitsketch[distributed]; "
+                                      "default: this process only)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="run the tasks on N local Dask worker processes")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run the tasks on the Dask cluster at ADDRESS (tcp://host:8786)")
+
+
+@contextlib.contextmanager
+def _cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """A Dask client for ``--workers`` / ``--scheduler`` (shared by all of a command's runs),
+    or None."""
+    if args.workers is None and args.scheduler is None:
+        yield None
+        return
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    from ..cluster import connect
+
+    with connect(args.scheduler or args.workers) as client:
+        yield client
 
 
 def _contains(substring: str) -> tuple[str, Callable[[str], bool]]:
@@ -179,10 +207,11 @@ def _run_precompute(args: argparse.Namespace) -> int:
     settings = kind.settings(args)
     task = kind.build(settings)
     start = time.perf_counter()
-    sketch = precompute(task, directions=args.directions, order=args.order, seed=args.seed,
-                        batch_size=args.batch_size, backend=args.backend, path=args.out,
-                        progress=not args.quiet, resume=not args.no_resume,
-                        info={"task": args.task, "settings": settings})
+    with _cluster(args) as cluster:
+        sketch = precompute(task, directions=args.directions, order=args.order, seed=args.seed,
+                            batch_size=args.batch_size, backend=args.backend, path=args.out,
+                            progress=not args.quiet, resume=not args.no_resume,
+                            info={"task": args.task, "settings": settings}, cluster=cluster)
     print(f"sketch: s = {sketch.s} directions, order {sketch.order}, n = {sketch.n} examples, "
           f"states {list(sketch.state_shapes)} -> {args.out} "
           f"({time.perf_counter() - start:.1f} s)")
@@ -268,7 +297,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     task = kind.build(settings)
     measurement, what = kind.measurement(settings, args.measure_name)
     sets = _deletion_sets(args)
-    common = dict(backend=args.backend, batch_size=args.batch_size, progress=not args.quiet)
+    with _cluster(args) as cluster:
+        return _evaluate_with(args, sketch, task, measurement, what, sets, cluster)
+
+
+def _evaluate_with(args: argparse.Namespace, sketch, task, measurement: Circuit, what: str,
+                   sets: list[tuple[str, Any]], cluster: Any) -> int:
+    common = dict(backend=args.backend, batch_size=args.batch_size, progress=not args.quiet,
+                  cluster=cluster)
     report = evaluate_deletions(sketch, task, measurement, [d for _, d in sets],
                                 names=[name for name, _ in sets], delta=args.delta, **common)
     print(f"measurement: {what}")
@@ -313,6 +349,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true",
                    help="discard the shards of an interrupted run at PATH.partial")
     _run_options(p)
+    _cluster_options(p)
     p.set_defaults(run=_run_precompute)
 
     p = subparsers.add_parser(
@@ -378,6 +415,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="retrainings per run")
     _out_option(p, "evaluate.json and curve-I.png")
     _run_options(p)
+    _cluster_options(p)
     p.set_defaults(run=_run_evaluate)
 
 

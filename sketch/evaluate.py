@@ -2,7 +2,9 @@ r"""Evaluation against ground truth (DESIGN §8): real retraining, error per ord
 first-order baseline, deletion curves and the Linear Datamodeling Score.
 
 * Ground truth f(x) is the measurement of the model really trained at down-weights x
-  (``task.retrain``); ``batch_size`` retrainings run together in one batched run.
+  (``task.retrain``); ``batch_size`` retrainings run together in one batched run, and with
+  ``cluster=`` (a Dask Client, scheduler address or number of local workers) each such block
+  is one Dask task (``circuitsketch.cluster``), giving the same values.
 * Per order: error of the partial sum f(0) + sum_{r<=R} mean_j X_{j,r} for R = 0..k; R = 1 is
   the first-order baseline (trajectory influence, MAGIC's quantity).
 * Per s: error of the estimate from the first s directions only (prefix subsets of the sketch,
@@ -18,8 +20,9 @@ first-order baseline, deletion curves and the Linear Datamodeling Score.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -32,23 +35,37 @@ from .store import Sketch, check_task
 
 def retrained_values(task, measurement: Circuit, xs: np.ndarray, *, output: str | None = None,
                      backend: str = "reference", batch_size: int = 16,
-                     progress: bool = True) -> np.ndarray:
+                     progress: bool = True, cluster: Any = None) -> np.ndarray:
     """f(x) for every row x of ``xs`` ([R, n]) by really training: [R]."""
     shapes = {name: task.program.step.input_shapes[name] for name in task.state_names}
     output = check_measurement(measurement, shapes, output)
     xs = np.atleast_2d(np.asarray(xs, dtype=np.float64))
-    batches = range(0, len(xs), batch_size)
-    values = []
-    with ProgressBar(len(batches) * task.program.n_steps, label="retrain",
+    blocks = [xs[first: first + batch_size] for first in range(0, len(xs), batch_size)]
+    values: list[np.ndarray] = [np.empty(0)] * len(blocks)
+    with ProgressBar(len(blocks) * task.program.n_steps, label="retrain",
                      enabled=progress) as bar:
-        for first in batches:
-            block = xs[first: first + batch_size]
-            final = task.retrain(block, batch=len(block), backend=backend,
-                                 progress=lambda step: bar.advance(1))
-            inputs = {name: final[name] for name in measurement.input_shapes}
-            out = evaluate(measurement, inputs, batch=len(block), backend=backend)[output]
-            values.append(np.asarray(out, dtype=np.float64).reshape(len(block)))
+        if cluster is None:
+            finished = ((i, measure_retrained(task, measurement, block, output, backend=backend,
+                                              progress=lambda step: bar.advance(1)))
+                        for i, block in enumerate(blocks))
+        else:
+            from ..cluster.evaluate import blocks_on_cluster
+
+            finished = blocks_on_cluster(cluster, task, measurement, blocks, output, backend, bar)
+        with contextlib.closing(finished):  # stops the cluster's tasks if the driver stops
+            for i, block_values in finished:
+                values[i] = block_values
     return np.concatenate(values)
+
+
+def measure_retrained(task, measurement: Circuit, block: np.ndarray, output: str, *,
+                      backend: str = "reference",
+                      progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """f(x) for the rows x of ``block`` ([B, n]) in one batched retraining: float64 [B]."""
+    final = task.retrain(block, batch=len(block), backend=backend, progress=progress)
+    inputs = {name: final[name] for name in measurement.input_shapes}
+    out = evaluate(measurement, inputs, batch=len(block), backend=backend)[output]
+    return np.asarray(out, dtype=np.float64).reshape(len(block))
 
 
 def default_s_values(s: int) -> tuple[int, ...]:
@@ -113,15 +130,16 @@ def evaluate_deletions(sketch: Sketch, task, measurement: Circuit, deleted: Any,
                        names: Sequence[str] | None = None, s_values: Sequence[int] | None = None,
                        delta: float = 0.05, order: int | None = None, output: str | None = None,
                        backend: str = "reference", batch_size: int = 16,
-                       progress: bool = True) -> DeletionReport:
-    """Predict f(1_D) for each set and retrain to compare (``deleted`` as in ``predict``)."""
+                       progress: bool = True, cluster: Any = None) -> DeletionReport:
+    """Predict f(1_D) for each set and retrain to compare (``deleted`` as in ``predict``);
+    ``cluster``: run the retrainings on Dask (see :func:`retrained_values`)."""
     check_task(sketch, task)
     predictions = predict(sketch, measurement, deleted, delta=delta, order=order, output=output,
                           task=task, backend=backend)
     predictions = (predictions,) if isinstance(predictions, Prediction) else tuple(predictions)
     indicators, _ = deletion_sets(deleted, task.n_examples, task.example_labels)
     truths = retrained_values(task, measurement, indicators, output=output, backend=backend,
-                              batch_size=batch_size, progress=progress)
+                              batch_size=batch_size, progress=progress, cluster=cluster)
     s_values = tuple(s_values) if s_values is not None else default_s_values(sketch.s)
     names = tuple(names) if names is not None else tuple(f"set {i}" for i in range(len(truths)))
     return DeletionReport(predictions, truths, s_values, names)
@@ -148,7 +166,7 @@ class DeletionCurve:
 def deletion_curve(sketch: Sketch, task, measurement: Circuit, deleted: Any,
                    weights: Sequence[float], *, output: str | None = None,
                    backend: str = "reference", batch_size: int = 16,
-                   progress: bool = True) -> DeletionCurve:
+                   progress: bool = True, cluster: Any = None) -> DeletionCurve:
     """f(w 1_D) predicted from the sketch and retrained, for one set D and each w in weights."""
     check_task(sketch, task)
     prediction = predict(sketch, measurement, deleted, output=output, task=task, backend=backend)
@@ -157,7 +175,8 @@ def deletion_curve(sketch: Sketch, task, measurement: Circuit, deleted: Any,
     weights = np.asarray(weights, dtype=np.float64)
     indicator, _ = deletion_sets(deleted, task.n_examples, task.example_labels)
     truths = retrained_values(task, measurement, weights[:, None] * indicator, output=output,
-                              backend=backend, batch_size=batch_size, progress=progress)
+                              backend=backend, batch_size=batch_size, progress=progress,
+                              cluster=cluster)
     return DeletionCurve(prediction, weights, truths)
 
 
@@ -219,7 +238,8 @@ def linear_datamodeling_score(sketch: Sketch, task, measurement: Circuit, *, n_s
                               fraction: float = 0.1, seed: int = 0, order: int | None = None,
                               output: str | None = None, backend: str = "reference",
                               batch_size: int = 16, progress: bool = True,
-                              coefficients: np.ndarray | None = None) -> LdsResult:
+                              coefficients: np.ndarray | None = None,
+                              cluster: Any = None) -> LdsResult:
     """LDS of the sketch (and of the first-order baseline) over random deletion sets."""
     check_task(sketch, task)
     size = max(1, int(round(fraction * task.n_examples)))
@@ -228,7 +248,7 @@ def linear_datamodeling_score(sketch: Sketch, task, measurement: Circuit, *, n_s
                           backend=backend, coefficients=coefficients)
     indicators, _ = deletion_sets(subsets, task.n_examples, task.example_labels)
     truths = retrained_values(task, measurement, indicators, output=output, backend=backend,
-                              batch_size=batch_size, progress=progress)
+                              batch_size=batch_size, progress=progress, cluster=cluster)
     return LdsResult(tuple(tuple(s) for s in subsets), truths,
                      np.array([p.estimate for p in predictions]),
                      np.array([p.first_order for p in predictions]))
@@ -275,5 +295,5 @@ def plot_deletion_curve(curve: DeletionCurve, path: str, *, title: str = "",
 
 
 __all__ = ["DeletionCurve", "DeletionReport", "LdsResult", "default_s_values", "deletion_curve",
-           "evaluate_deletions", "linear_datamodeling_score", "plot_curves", "plot_deletion_curve",
-           "random_subsets", "retrained_values", "spearman"]
+           "evaluate_deletions", "linear_datamodeling_score", "measure_retrained", "plot_curves",
+           "plot_deletion_curve", "random_subsets", "retrained_values", "spearman"]

@@ -11,12 +11,22 @@ directions at once, with x given as a series ``[B, k+1, n]`` whose coefficient 1
 whose other coefficients are 0. With a ``path``, every finished batch is a shard written
 atomically into ``PATH.partial`` and a rerun skips the shards already there (store.py); the
 finished sketch appears at ``path`` only when all batches are done.
+
+A batch is a pure function of (task, order, seed, its direction indices) (:func:`compute_batch`),
+so batches may run anywhere and in any order: with ``cluster=`` they run as Dask tasks
+(``circuitsketch.cluster``) and the driver writes each shard as it arrives. Reproducibility:
+the same (task, seed, s, k, backend) gives a bitwise-identical sketch for any number of workers
+and any completion order. On the reference backend it is also bitwise independent of the batch
+size: numpy sums a batch of one direction along a contiguous axis (pairwise summation) but a
+batch of B >= 2 column by column, so a one-direction batch is run padded to two (the copy is
+discarded); other backends are guaranteed identical for the same ``batch_size``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -61,6 +71,18 @@ def train_series(task, lowered: Program, xs: np.ndarray, keep: Sequence[str], *,
     return out
 
 
+def compute_batch(task, lowered: Program, seed: int, first: int, count: int,
+                  keep: Sequence[str], *, backend: str = "reference",
+                  progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """The shard of directions j = first .. first+count-1: state name -> complex128
+    ``[count, k+1, *shape]``, computed from (task, lowered, seed, j) alone."""
+    psi = make_directions(seed, range(first, first + count), task.n_examples)
+    if count == 1:  # see the module doc: a batch of one takes numpy's other summation order
+        psi = np.concatenate([psi, psi])
+    arrays = train_series(task, lowered, psi, keep, backend=backend, progress=progress)
+    return {name: np.ascontiguousarray(array[:count]) for name, array in arrays.items()}
+
+
 def default_state_names(task) -> tuple[str, ...]:
     """What a measurement may read: ``task.param_names`` if the task defines it (microgpt keeps
     its parameters, not Adam's moments), else every carried state."""
@@ -70,16 +92,22 @@ def default_state_names(task) -> tuple[str, ...]:
 def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: int = 32,
                backend: str = "reference", path: str | os.PathLike | None = None,
                progress: bool = True, resume: bool = True, keep: Sequence[str] | None = None,
-               info: Mapping[str, Any] | None = None) -> Sketch:
+               info: Mapping[str, Any] | None = None, cluster: Any = None) -> Sketch:
     """Sketch ``task``'s training with ``directions`` random directions at Taylor order ``order``.
 
     ``keep``: state names to store (default :func:`default_state_names`). ``path``: write the
     sketch there (resumable; see module doc); if a finished sketch of the same run is already
-    there it is loaded instead. ``info``: free-form JSON stored with the sketch.
+    there it is loaded instead. ``info``: free-form JSON stored with the sketch. ``cluster``:
+    run the batches as Dask tasks on a ``dask.distributed.Client``, a scheduler address, or an
+    int number of local worker processes (see ``circuitsketch.cluster.connect``).
     """
     if int(directions) < 1 or int(order) < 1 or int(batch_size) < 1:
         raise ValueError(f"need directions >= 1, order >= 1 and batch_size >= 1; got "
                          f"directions={directions}, order={order}, batch_size={batch_size}")
+    if cluster is not None:
+        from ..cluster.connect import require_dask
+
+        require_dask()  # before any work: a clear error if the extra is missing
     keep = tuple(keep) if keep is not None else default_state_names(task)
     unknown = [name for name in keep if name not in task.state_names]
     if unknown or not keep:
@@ -92,29 +120,46 @@ def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: 
         return _existing(path, task, header, directions, resume)
     work = PartialSketch(path, header, resume=resume) if path is not None else None
     batches = batch_ranges(directions, batch_size)
-    lowered = lower_program(task, order)
-    parts: list[dict[str, np.ndarray]] = []
+    parts: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     steps = task.program.n_steps
-    with ProgressBar(len(batches) * steps, label="precompute", enabled=progress) as bar:
-        for number, (first, count) in enumerate(batches):
-            bar.label = f"precompute k={order} batch {number + 1}/{len(batches)}"
+    with ProgressBar(len(batches) * steps, label=f"precompute k={order}",
+                     enabled=progress) as bar:
+        for first, count in batches:
             arrays = work.shard(first, count) if work is not None else None
             if arrays is not None:
+                parts[first, count] = arrays
                 bar.skip(steps)
-            else:
-                psi = make_directions(seed, range(first, first + count), task.n_examples)
-                arrays = train_series(task, lowered, psi, keep, backend=backend,
-                                      progress=lambda step: bar.advance(1))
+        todo = [batch for batch in batches if batch not in parts]
+        if cluster is None:
+            finished = _batches_here(task, order, seed, keep, backend, todo, bar)
+        else:
+            from ..cluster.precompute import batches_on_cluster
+
+            finished = batches_on_cluster(cluster, task, order, seed, keep, backend, todo, bar)
+        with contextlib.closing(finished):  # stops the cluster's tasks if the driver stops
+            for first, count, arrays in finished:
                 if work is not None:
                     work.write_shard(first, count, arrays)
-            parts.append(arrays)
-    series = {name: np.concatenate([part[name] for part in parts]) for name in keep}
+                parts[first, count] = arrays
+    series = {name: np.concatenate([parts[batch][name] for batch in batches]) for name in keep}
     sketch = Sketch(fingerprint=header["fingerprint"], n=task.n_examples, order=order, seed=seed,
                     theta0={name: _theta0(name, series[name]) for name in keep}, series=series,
                     example_labels=_labels(task), info=dict(info or {}))
     if work is not None:
         work.finish(sketch, batches)
     return sketch
+
+
+def _batches_here(task, order: int, seed: int, keep: Sequence[str], backend: str,
+                  batches: Iterable[tuple[int, int]], bar: ProgressBar
+                  ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """Train the batches one after the other in this process, yielding each shard."""
+    batches = list(batches)
+    lowered = lower_program(task, order) if batches else None
+    for number, (first, count) in enumerate(batches):
+        bar.label = f"precompute k={order} batch {number + 1}/{len(batches)}"
+        yield first, count, compute_batch(task, lowered, seed, first, count, keep,
+                                          backend=backend, progress=lambda step: bar.advance(1))
 
 
 def _theta0(name: str, series: np.ndarray) -> np.ndarray:
@@ -144,4 +189,5 @@ def _existing(path, task, header: Mapping[str, Any], directions: int, resume: bo
     return sketch
 
 
-__all__ = ["default_state_names", "lower_program", "precompute", "train_series"]
+__all__ = ["compute_batch", "default_state_names", "lower_program", "precompute",
+           "train_series"]

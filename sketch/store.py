@@ -32,9 +32,10 @@ is checked on load, so a corrupt or truncated file is a clear :class:`SketchForm
 Atomicity: a sketch directory only ever appears by renaming a complete temporary directory
 (``meta.json`` written last) to its final name. Precomputation works in ``SKETCH.partial``,
 where each finished batch of directions is a shard written to a temporary file and moved into
-place with ``os.replace``; ``partial.json`` there records which run the shards belong to, so an
-interrupted precompute resumes by skipping them. Neither ``SKETCH.partial`` nor a crashed
-temporary directory loads as a sketch.
+place with ``os.replace``, followed by its sha256 in ``shard-....npz.sha256``; ``partial.json``
+there records which run the shards belong to, so an interrupted precompute resumes by skipping
+them. A shard whose checksum file is missing or does not match is recomputed, never merged.
+Neither ``SKETCH.partial`` nor a crashed temporary directory loads as a sketch.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import json
 import os
 import shutil
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -170,7 +172,7 @@ def _read_arrays(path: Path, expected_sha: str | None,
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise SketchFormatError(f"sketch file {path} cannot be read: {exc}") from None
     if sorted(arrays) != sorted(names):
         raise SketchFormatError(f"sketch file {path} holds arrays {sorted(arrays)}, expected "
@@ -253,9 +255,10 @@ class PartialSketch:
         self.names = [name for name, _ in self.header["states"]]
 
     def shard(self, first: int, count: int) -> dict[str, np.ndarray] | None:
-        """The arrays of a finished shard, or None if it is absent or unreadable."""
+        """The arrays of a finished shard, or None if it is absent, unreadable or fails its
+        checksum (the caller recomputes it)."""
         path = self.workdir / shard_name(first, count)
-        if not path.exists():
+        if not self._intact(path):
             return None
         try:
             arrays = _read_arrays(path, None, self.names)
@@ -268,16 +271,35 @@ class PartialSketch:
         return arrays
 
     def write_shard(self, first: int, count: int, arrays: Mapping[str, np.ndarray]) -> None:
-        write_arrays(self.workdir / shard_name(first, count), arrays)
+        """Write the shard, then its sha256 (a shard without a matching checksum is not done)."""
+        path = self.workdir / shard_name(first, count)
+        write_arrays(path, arrays)
+        _replace_atomically(_checksum_path(path), lambda f: f.write(_sha256(path).encode()))
+
+    @staticmethod
+    def _intact(path: Path) -> bool:
+        checksum = _checksum_path(path)
+        return (path.is_file() and checksum.is_file()
+                and checksum.read_text().strip() == _sha256(path))
 
     def finish(self, sketch: Sketch, shards: Sequence[tuple[int, int]]) -> Path:
-        """Drop unused files, write theta0 and meta.json, and rename to the final path."""
+        """Check every shard against its checksum, drop unused files, write theta0 and
+        meta.json, and rename to the final path."""
+        for first, count in shards:
+            if not self._intact(self.workdir / shard_name(first, count)):
+                raise SketchFormatError(
+                    f"{self.workdir / shard_name(first, count)} is missing or changed on disk "
+                    "after it was written (sha256 mismatch); run precompute again to recompute it")
         keep = {shard_name(first, count) for first, count in shards} | {PARTIAL_FILE}
         for entry in self.workdir.iterdir():
             if entry.name not in keep:
                 entry.unlink()
         (self.workdir / PARTIAL_FILE).unlink()
         return _finalize(self.workdir, self.path, sketch, shards)
+
+
+def _checksum_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".sha256")
 
 
 def _header_difference(found: Mapping[str, Any], wanted: Mapping[str, Any]) -> str:

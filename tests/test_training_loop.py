@@ -172,3 +172,16 @@ def test_run_program_rejects_bad_arguments(problem, change, message):
     args.update(change)
     with pytest.raises(ValueError, match=re.escape(message)):
         cs.run_program(problem["program"], args.pop("init"), **args)
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba-cpu"])
+def test_down_weights_for_a_program_without_weight_input_are_refused(problem, backend):
+    # silently training at x = 0 would answer a deletion question with the undeleted model
+    unweighted = cs.trace_program(lambda w, b, features, label, lr: {"w": w - lr * label * features,
+                                                                     "b": b - lr * label},
+                                  n_steps=N_STEPS, state={"w": (DIM,), "b": ()},
+                                  per_step={"features": (DIM,), "label": ()}, static={"lr": ()})
+    with pytest.raises(ValueError, match="the program has no weight input"):
+        cs.run_program(unweighted, {"w": problem["w0"], "b": 0.0},
+                       data={"features": problem["features"], "label": problem["labels"]},
+                       static={"lr": LR}, x=np.zeros(N_STEPS), backend=backend)
