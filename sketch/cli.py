@@ -251,12 +251,15 @@ def _run_exact(args: argparse.Namespace) -> int:
     results = []
     for i, (name, _) in enumerate(sets):
         sums = np.array([series.partial_sums(w)[i] for w in weights])  # [W, k+1]
-        print(f"{name}: coefficients {np.array2string(series.coefficients[i], precision=4)}")
+        deleted = np.flatnonzero(series.indicators[i])
+        print(f"{name} (|D| = {deleted.size}): coefficients "
+              f"{np.array2string(series.coefficients[i], precision=4)}")
         header = "  ".join(f"err order {r}" for r in range(series.order + 1))
         print(f"  w      retrained   {header}")
         for w, truth, row in zip(weights, truths[i], sums):
             print(f"  {w:4.2f}  {truth:11.6g}  " + "  ".join(f"{e:+11.3g}" for e in row - truth))
-        results.append({"name": name, "coefficients": series.coefficients[i].tolist(),
+        results.append({"name": name, "deleted": deleted.tolist(),
+                        "coefficients": series.coefficients[i].tolist(),
                         "weights": weights.tolist(), "retrained": truths[i].tolist(),
                         "partial_sums": sums.tolist()})
         if args.out is not None:

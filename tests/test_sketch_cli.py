@@ -70,6 +70,7 @@ def test_exact_and_stability(run, tmp_path):
     assert run("exact", "--task", "logistic", "--delete-indices", "0,5,7", "--order", 4,
                "--weights", "0,0.5,1", "--out", tmp_path / "x", "--quiet") == 0
     written = json.loads((tmp_path / "x" / "exact.json").read_text())["sets"][0]
+    assert written["deleted"] == [0, 5, 7]
     series = exact_series(run.task, [0, 5, 7], 4, point_loss_measurement(), progress=False)
     np.testing.assert_allclose(written["coefficients"], series.coefficients[0])
     v = np.isin(np.arange(24), [0, 5, 7]) * 1.0
