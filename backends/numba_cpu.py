@@ -122,11 +122,8 @@ class Engine:
 
     def evaluate(self, circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
                  ignore_kinks: bool = False) -> dict[str, np.ndarray]:
+        reference.check_circuit_inputs(circuit, inputs)
         shapes = circuit.input_shapes
-        missing = [n for n in shapes if n not in inputs]
-        unknown = [n for n in inputs if n not in shapes]
-        if missing or unknown:
-            raise ValueError(f"inputs: missing {missing}, unknown {unknown}; circuit takes {list(shapes)}")
         tape = self.compiled(circuit)
         width = batch or 1
         k1 = circuit.order + 1

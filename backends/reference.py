@@ -187,17 +187,23 @@ def _lift(real: np.ndarray, k1: int) -> np.ndarray:
 def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
              ignore_kinks: bool = False) -> dict[str, np.ndarray]:
     """Run ``circuit`` on named input arrays; returns named output arrays (see module doc)."""
+    check_circuit_inputs(circuit, inputs)
     shapes = circuit.input_shapes
-    missing = [n for n in shapes if n not in inputs]
-    unknown = [n for n in inputs if n not in shapes]
-    if missing or unknown:
-        raise ValueError(f"inputs: missing {missing}, unknown {unknown}; circuit takes {list(shapes)}")
     series = series_inputs(circuit)
     internal = {name: _split_input(circuit, name, inputs[name], shape, name in series, batch)
                 for name, shape in shapes.items()}
     values = execute(circuit, internal, ignore_kinks=ignore_kinks)
     return {o.name: _join_output([values[n] for n in o.nodes], o.shape, batch, circuit.order + 1)
             for o in circuit.outputs}
+
+
+def check_circuit_inputs(circuit: Circuit, inputs: Mapping[str, np.ndarray]) -> None:
+    """Every input of ``circuit`` is given, and nothing else."""
+    shapes = circuit.input_shapes
+    missing = [n for n in shapes if n not in inputs]
+    unknown = [n for n in inputs if n not in shapes]
+    if missing or unknown:
+        raise ValueError(f"inputs: missing {missing}, unknown {unknown}; circuit takes {list(shapes)}")
 
 
 def gather_weights(x: np.ndarray, example_ids: np.ndarray, step: int) -> np.ndarray:
