@@ -14,21 +14,31 @@ import sys
 import time
 
 from .frontends.microgpt import build_task
-from .frontends.microgpt_data import MicrogptConfig
+from .frontends.microgpt_data import MicrogptConfig, encode, names_for_steps, prepare
 from .sketch import evaluate_deletions, precompute
 
 
 def run_demo(steps: int = 200, directions: int = 64, order: int = 3, contains: str = "x",
              measure_name: str = "max", seed: int = 0, backend: str = "numba-cpu",
-             batch_size: int = 64, out=sys.stdout) -> object:
-    """Run the demo and print its table to ``out``; returns the DeletionReport."""
+             batch_size: int = 64, out=sys.stdout,
+             config: MicrogptConfig | None = None) -> object:
+    """Run the demo and print its table to ``out``; returns the DeletionReport.
+
+    ``config``: the microgpt model (default: the paper's, DESIGN §5)."""
     started = time.perf_counter()
+    config = config or MicrogptConfig()
+    if steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {steps}")
     print(f"circuitsketch demo: microgpt, {steps} steps, {directions} directions, order {order}, "
           f"backend {backend}", file=out)
-    task = build_task(MicrogptConfig(), n_steps=steps)
-    deleted = [i for i, name in enumerate(task.example_labels) if contains in name]
+    # check the arguments on the data (milliseconds) before tracing the step (seconds)
+    data = prepare(config)
+    step_names = names_for_steps(data, steps)
+    deleted = [i for i, name in enumerate(step_names) if contains in name]
     if not deleted:
         raise ValueError(f"no training name among the first {steps} contains {contains!r}")
+    encode(measure_name, data)
+    task = build_task(config, n_steps=steps)
     print(f"traced the step circuit: {len(task.program.step):,} nodes; deleting {len(deleted)} "
           f"names containing {contains!r}: {', '.join(task.example_labels[i] for i in deleted)}",
           file=out)
