@@ -122,6 +122,7 @@ class Engine:
 
     def evaluate(self, circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
                  ignore_kinks: bool = False) -> dict[str, np.ndarray]:
+        """Run ``circuit`` on named inputs (see :func:`circuitsketch.backends.reference.evaluate`)."""
         reference.check_circuit_inputs(circuit, inputs)
         shapes = circuit.input_shapes
         tape = self.compiled(circuit)
@@ -151,6 +152,7 @@ class Engine:
                     x: np.ndarray | None = None, example_ids: np.ndarray | None = None,
                     batch: int | None = None, ignore_kinks: bool = False,
                     progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`)."""
         data, static = dict(data or {}), dict(static or {})
         step = program.step
         shapes = step.input_shapes
@@ -429,20 +431,6 @@ def _join(parts: list[dict], shapes: dict, batch: int | None) -> dict[str, np.nd
 
 
 _CPU = CpuEngine()
-
-
-def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
-             ignore_kinks: bool = False) -> dict[str, np.ndarray]:
-    """Run ``circuit`` on named inputs (see :func:`circuitsketch.backends.reference.evaluate`)."""
-    return _CPU.evaluate(circuit, inputs, batch=batch, ignore_kinks=ignore_kinks)
-
-
-def run_program(program: Program, init: Mapping[str, np.ndarray], *,
-                data: Mapping[str, np.ndarray] | None = None,
-                static: Mapping[str, np.ndarray] | None = None,
-                x: np.ndarray | None = None, example_ids: np.ndarray | None = None,
-                batch: int | None = None, ignore_kinks: bool = False,
-                progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`)."""
-    return _CPU.run_program(program, init, data=data, static=static, x=x, example_ids=example_ids,
-                            batch=batch, ignore_kinks=ignore_kinks, progress=progress)
+# the backend API (``evaluate``, ``run_program``) is the engine's; one engine keeps the caches
+evaluate = _CPU.evaluate
+run_program = _CPU.run_program

@@ -15,11 +15,9 @@ in Numba's CUDA simulator (slow: small circuits only).
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
 
 import numpy as np
 
-from ..ir.circuit import Circuit, Program
 from .emit import Target
 from .numba_cpu import OVERFLOWED, Engine
 from .tape import Tape
@@ -86,20 +84,6 @@ class CudaEngine(Engine):
 
 _BLOCKED = {"R", "S", "T", "XR", "XS"}  # host arrays with a leading block axis
 _CUDA = CudaEngine()
-
-
-def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
-             ignore_kinks: bool = False) -> dict[str, np.ndarray]:
-    """Run ``circuit`` on named inputs (see :func:`circuitsketch.backends.reference.evaluate`)."""
-    return _CUDA.evaluate(circuit, inputs, batch=batch, ignore_kinks=ignore_kinks)
-
-
-def run_program(program: Program, init: Mapping[str, np.ndarray], *,
-                data: Mapping[str, np.ndarray] | None = None,
-                static: Mapping[str, np.ndarray] | None = None,
-                x: np.ndarray | None = None, example_ids: np.ndarray | None = None,
-                batch: int | None = None, ignore_kinks: bool = False,
-                progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`)."""
-    return _CUDA.run_program(program, init, data=data, static=static, x=x, example_ids=example_ids,
-                             batch=batch, ignore_kinks=ignore_kinks, progress=progress)
+# the backend API (``evaluate``, ``run_program``) is the engine's, as on the CPU
+evaluate = _CUDA.evaluate
+run_program = _CUDA.run_program

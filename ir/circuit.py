@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any, Iterator
 
-from .ops import OP_INFO, Op
+from .ops import Op
 
 Attrs = tuple[tuple[str, Any], ...]
 Shape = tuple[int, ...]

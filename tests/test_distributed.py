@@ -17,7 +17,8 @@ from circuitsketch.cluster import INSTALL_HINT, connect
 from circuitsketch.sketch import (SketchFormatError, linear_datamodeling_score, load_sketch,
                                   precompute, retrained_values)
 from test_sketch_cli import run  # noqa: F401  (the CLI fixture, on a logistic task)
-from test_sketch_tasks import point_loss_measurement, regression_task
+from test_sketch_store import SETTINGS, reference, task  # noqa: F401  (the shared fixtures)
+from test_sketch_tasks import point_loss_measurement
 
 pytest.importorskip("dask.distributed")
 cloudpickle = pytest.importorskip("cloudpickle")  # a dependency of dask.distributed
@@ -25,7 +26,6 @@ precompute_module = importlib.import_module("circuitsketch.sketch.precompute")
 cluster_precompute = importlib.import_module("circuitsketch.cluster.precompute")
 store_module = importlib.import_module("circuitsketch.sketch.store")
 
-SETTINGS = dict(directions=10, order=2, seed=4, batch_size=3, progress=False)
 BATCHES = [(0, 3), (3, 3), (6, 3), (9, 1)]
 
 
@@ -33,16 +33,6 @@ BATCHES = [(0, 3), (3, 3), (6, 3), (9, 1)]
 def client():
     with connect(2) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def task():
-    return regression_task(n_steps=8)
-
-
-@pytest.fixture(scope="module")
-def reference(task):
-    return precompute(task, **SETTINGS)
 
 
 @pytest.fixture
