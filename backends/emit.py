@@ -59,6 +59,12 @@ class Target:
     loop_directions: bool
     #: source of an entry function launching ``run_block`` (CUDA), formatted with ``params``
     wrapper: str
+    #: software prefetch (CPU): the tape interpreter asks for the next instruction's series
+    #: operands, and a ``dot`` for its next pair's, while it computes (``imports`` must bring
+    #: ``prefetch_slot``)
+    prefetch: bool = False
+    #: series helpers the target imports (hand-written code) instead of compiling the snippet
+    native_helpers: tuple[str, ...] = ()
 
 
 _HELPER_CALL = re.compile(r"\b(" + "|".join(name for name, _, _ in ks.SERIES_HELPERS) + r")\(")
@@ -98,12 +104,17 @@ def _kind_bits(kinds: str) -> int:
     return sum(1 << (len(kinds) - 1 - i) for i, k in enumerate(kinds) if k == "s")
 
 
-def _variadic_loop(variant: ks.Variant, block: bool) -> str:
-    """sum/dot: the init snippet, then the terms dispatched on the operands' kinds."""
+def _variadic_loop(variant: ks.Variant, block: bool, prefetch: bool = False) -> str:
+    """sum/dot: the init snippet, then the terms dispatched on the operands' kinds (with
+    ``prefetch``, a dot first asks for its next pair's series operands)."""
     if len(variant.terms[0][0]) == 2:  # pairs (dot): a = args[q], b = args[q + half]
         head = ["half = (p1 - p0) >> 1", "for q in range(p0, p0 + half):",
                 "    a = arg[q] >> 1", "    b = arg[q + half] >> 1",
                 "    kk = ((arg[q] & 1) << 1) | (arg[q + half] & 1)"]
+        if prefetch:
+            head += ["    if q + 1 < p0 + half:",
+                     "        if arg[q + 1] & 1:", "            prefetch_slot(S, arg[q + 1] >> 1)",
+                     "        if arg[q + 1 + half] & 1:", "            prefetch_slot(S, arg[q + 1 + half] >> 1)"]
     else:
         head = ["for q in range(p0, p1):", "    a = arg[q] >> 1", "    kk = arg[q] & 1"]
     body = []
@@ -123,7 +134,8 @@ def variant_code(variant: ks.Variant, target: Target) -> str:
     direction block (vectorised), a cold one runs its whole snippet per direction inside one
     loop over the block: less code for Numba and LLVM to compile, no speed lost where it is rare."""
     if target.loop_directions and variant.hot:
-        return _variadic_loop(variant, True) if variant.variadic else render(variant.body, True)
+        return (_variadic_loop(variant, True, target.prefetch) if variant.variadic
+                else render(variant.body, True))
     code = _variadic_loop(variant, False) if variant.variadic else render(variant.body, False)
     return "for d in range(nd):\n" + textwrap.indent(code, "    ") if target.loop_directions else code
 
@@ -137,6 +149,8 @@ def helper_functions(target: Target, code: str | None = None) -> str:
     for block in ((True, False) if target.loop_directions else (False,)):
         for name, params, body in ks.SERIES_HELPERS:
             suffix, direction = ("", "nd") if block else ("_d", "d")
+            if name + suffix in target.native_helpers:
+                continue
             functions[name + suffix] = (f"def {name}{suffix}({params}, K1, {direction}):\n"
                                         + textwrap.indent(render(textwrap.dedent(body).strip("\n"), block), "    "))
     if code is not None:
@@ -156,6 +170,11 @@ def interpreter_body(target: Target, series: bool = True) -> str:
     leaves out the variants that touch series (the kernel of real circuits compiles faster)."""
     decode = ["v = op[n]", "o = out[n]", "p0 = ptr[n]", "p1 = ptr[n + 1]", "a = arg[p0] >> 1",
               "b = arg[p0 + 1] >> 1", "c = arg[p0 + 2] >> 1", "x = attr[n]"]
+    if series and target.prefetch:  # the next instruction's first two operands, if series
+        decode += ["if n + 1 < op.shape[0]:", "    nq = ptr[n + 1]",
+                   "    if arg[nq] & 1:", "        prefetch_slot(S, arg[nq] >> 1)",
+                   "    if ptr[n + 2] > nq + 1 and arg[nq + 1] & 1:",
+                   "        prefetch_slot(S, arg[nq + 1] >> 1)"]
     used = [(vid, v) for vid, v in enumerate(ks.VARIANTS) if series or not v.reads_series]
     branches = [f"{'if' if i == 0 else 'elif'} v == {vid}:  # {variant.name}\n"
                 + textwrap.indent(variant_code(variant, target), "    ")

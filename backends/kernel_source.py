@@ -117,6 +117,16 @@ SERIES_HELPERS = (
             for i in range(1, j + 1):
                 @ Y[y, j, d] += A[a, i, d] * G[g, j - i, d]
     """),
+    ("cauchy_add4", "Y, y, A, a, G, g", """
+        # Y += A * G at order 3 (K1 == 4), each direction's 4 sums in registers, added in
+        # cauchy's order; the CPU runs this as hand-vectorised LLVM (backends/cpu_native.py)
+        @ a0, a1, a2, a3 = A[a, 0, d], A[a, 1, d], A[a, 2, d], A[a, 3, d]
+        @ g0, g1, g2, g3 = G[g, 0, d], G[g, 1, d], G[g, 2, d], G[g, 3, d]
+        @ Y[y, 0, d] = Y[y, 0, d] + a0 * g0
+        @ Y[y, 1, d] = Y[y, 1, d] + a0 * g1 + a1 * g0
+        @ Y[y, 2, d] = Y[y, 2, d] + a0 * g2 + a1 * g1 + a2 * g0
+        @ Y[y, 3, d] = Y[y, 3, d] + a0 * g3 + a1 * g2 + a2 * g1 + a3 * g0
+    """),
     ("integrate", "Y, y, A, a, G, g", """
         # F(A) from y_0 = F(a_0) (already in Y) and the series G of F'(A):
         # y_j = (1/j) sum_{i=1..j} i a_i g_{j-i}; G may be Y itself (exp: F' = F)
@@ -216,9 +226,12 @@ def _kink(code: int, switch: str) -> str:
 # ---- dot and sum: a real*series pair is a scale, O(k); series*series a Cauchy product, O(k^2)
 _add("dot", "s", "", "zero(S, o, K1, DIR)", terms={
     "ss": """
-        for j in range(K1):
-            for i in range(j + 1):
-                @ S[o, j, d] += S[a, i, d] * S[b, j - i, d]
+        if K1 == 4:
+            cauchy_add4(S, o, S, a, S, b, K1, DIR)
+        else:
+            for j in range(K1):
+                for i in range(j + 1):
+                    @ S[o, j, d] += S[a, i, d] * S[b, j - i, d]
     """,
     "sr": "for j in range(K1):\n    @ S[o, j, d] += S[a, j, d] * R[b, d]",
     "rs": "for j in range(K1):\n    @ S[o, j, d] += R[a, d] * S[b, j, d]",
