@@ -127,6 +127,12 @@ SERIES_HELPERS = (
         @ Y[y, 2, d] = Y[y, 2, d] + a0 * g2 + a1 * g1 + a2 * g0
         @ Y[y, 3, d] = Y[y, 3, d] + a0 * g3 + a1 * g2 + a2 * g1 + a3 * g0
     """),
+    ("cauchy_add2", "Y, y, A, a, G, g", """
+        # the same at order 1 (K1 == 2)
+        @ a0, a1, g0, g1 = A[a, 0, d], A[a, 1, d], G[g, 0, d], G[g, 1, d]
+        @ Y[y, 0, d] = Y[y, 0, d] + a0 * g0
+        @ Y[y, 1, d] = Y[y, 1, d] + a0 * g1 + a1 * g0
+    """),
     ("integrate", "Y, y, A, a, G, g", """
         # F(A) from y_0 = F(a_0) (already in Y) and the series G of F'(A):
         # y_j = (1/j) sum_{i=1..j} i a_i g_{j-i}; G may be Y itself (exp: F' = F)
@@ -228,6 +234,8 @@ _add("dot", "s", "", "zero(S, o, K1, DIR)", terms={
     "ss": """
         if K1 == 4:
             cauchy_add4(S, o, S, a, S, b, K1, DIR)
+        elif K1 == 2:
+            cauchy_add2(S, o, S, a, S, b, K1, DIR)
         else:
             for j in range(K1):
                 for i in range(j + 1):
