@@ -4,14 +4,14 @@ target runs the snippets of ``kernel_source``).
 * ``prefetch_slot``: a software prefetch hint (``llvm.prefetch``) for every cache line of one
   slot: the interpreter asks for the next instruction's (and a ``dot``'s next pair's) series
   operands while it computes, since a block's slots far exceed L2.
-* ``cauchy_add2``, ``cauchy_add4``: the Cauchy product of series of order 1 and 3 accumulated
-  into ``Y`` (a ``dot``'s series*series pair), as explicit ``<4 x double>`` arithmetic on two
-  directions at a time. LLVM does not vectorise the snippet's unrolled loop (it would need a
-  runtime alias check per pair of rows), and the per-(j, i) loops it does vectorise pay an
-  alias check at each entry; written out here the order-3 pair runs ~3x faster (micro-benchmark,
-  data in L1), with the same bits: each product is numba's complex product (re = ar*br - ai*bi,
-  im = ar*bi + ai*br, no FMA) and the sums run in the snippet's order. Other orders run the
-  snippet's loop.
+* ``cauchy_add2``, ``cauchy_add4``, ``cauchy_add7``: the Cauchy product of series of order 1, 3
+  and 6 accumulated into ``Y`` (a ``dot``'s series*series pair), as explicit ``<4 x double>``
+  arithmetic on two directions at a time. LLVM does not vectorise the snippet's unrolled loop
+  (it would need a runtime alias check per pair of rows), and the per-(j, i) loops it does
+  vectorise pay an alias check at each entry; written out here the order-3 pair runs ~3x faster
+  (micro-benchmark, data in L1), with the same bits: each product is numba's complex product
+  (re = ar*br - ai*bi, im = ar*bi + ai*br, no FMA) and the sums run in the snippet's order.
+  Other orders run the snippet's loop (each order here is one more unrolled copy to compile).
 """
 
 from __future__ import annotations
@@ -111,3 +111,4 @@ def _cauchy_add(k: int):
 
 cauchy_add2 = _cauchy_add(2)
 cauchy_add4 = _cauchy_add(4)
+cauchy_add7 = _cauchy_add(7)

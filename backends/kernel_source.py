@@ -133,6 +133,12 @@ SERIES_HELPERS = (
         @ Y[y, 0, d] = Y[y, 0, d] + a0 * g0
         @ Y[y, 1, d] = Y[y, 1, d] + a0 * g1 + a1 * g0
     """),
+    ("cauchy_add7", "Y, y, A, a, G, g", """
+        # the same at order 6 (K1 == 7; the loop serves CUDA, the CPU's version is unrolled)
+        for j in range(K1):
+            for i in range(j + 1):
+                @ Y[y, j, d] += A[a, i, d] * G[g, j - i, d]
+    """),
     ("integrate", "Y, y, A, a, G, g", """
         # F(A) from y_0 = F(a_0) (already in Y) and the series G of F'(A):
         # y_j = (1/j) sum_{i=1..j} i a_i g_{j-i}; G may be Y itself (exp: F' = F)
@@ -236,6 +242,8 @@ _add("dot", "s", "", "zero(S, o, K1, DIR)", terms={
             cauchy_add4(S, o, S, a, S, b, K1, DIR)
         elif K1 == 2:
             cauchy_add2(S, o, S, a, S, b, K1, DIR)
+        elif K1 == 7:
+            cauchy_add7(S, o, S, a, S, b, K1, DIR)
         else:
             for j in range(K1):
                 for i in range(j + 1):

@@ -48,13 +48,13 @@ STRAIGHT_LINE_MAX = 0
 
 CPU_TARGET = Target(
     name="numba-cpu",
-    imports="import numba\nfrom circuitsketch.backends.cpu_native import cauchy_add2, cauchy_add4, prefetch_slot",
+    imports="import numba\nfrom circuitsketch.backends.cpu_native import cauchy_add2, cauchy_add4, cauchy_add7, prefetch_slot",
     helper_decorator="@numba.njit(cache=True, error_model=\"numpy\")",
     block_decorator="@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
     loop_directions=True,
     wrapper="",
     prefetch=True,
-    native_helpers=("cauchy_add2", "cauchy_add4"))
+    native_helpers=("cauchy_add2", "cauchy_add4", "cauchy_add7"))
 
 _SCRATCH = 3  # series temporaries T[0..2] used by the snippets
 #: error code of a kernel that raised an arithmetic exception (the CUDA simulator runs Python's
