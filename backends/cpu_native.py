@@ -16,11 +16,17 @@ target runs the snippets of ``kernel_source``).
 
 from __future__ import annotations
 
+import hashlib
+import pathlib
+
 import numba
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+#: identifies this file's code in the kernels that import it (see numba_cpu.CPU_TARGET)
+SOURCE_HASH = hashlib.sha256(pathlib.Path(__file__).read_bytes()).hexdigest()[:16]
 
 _I8P = ir.IntType(8).as_pointer()
 _I32 = ir.IntType(32)

@@ -33,7 +33,7 @@ from . import reference
 from .emit import Target, kernel_module_source, load_kernel_module
 from .reference import EvaluationError
 from .tape import SlotMap, Tape, compile_tape
-from . import kernel_source as ks
+from . import cpu_native, kernel_source as ks
 
 #: directions per block, a compile-time constant of each kernel: (batch width up to which it is
 #: used, block size). Larger blocks amortise the interpretation of each instruction over more
@@ -48,7 +48,10 @@ STRAIGHT_LINE_MAX = 0
 
 CPU_TARGET = Target(
     name="numba-cpu",
-    imports="import numba\nfrom circuitsketch.backends.cpu_native import cauchy_add2, cauchy_add4, cauchy_add7, prefetch_slot",
+    # the hash of cpu_native's source is part of the kernel source, so Numba's on-disk cache of
+    # a kernel (keyed by its own file) never outlives a change to the intrinsics it inlines
+    imports=("import numba\nfrom circuitsketch.backends.cpu_native import cauchy_add2, "
+             f"cauchy_add4, cauchy_add7, prefetch_slot  # cpu_native {cpu_native.SOURCE_HASH}"),
     helper_decorator="@numba.njit(cache=True, error_model=\"numpy\")",
     block_decorator="@numba.njit(cache=True, nogil=True, error_model=\"numpy\")",
     loop_directions=True,
