@@ -92,7 +92,7 @@ def _positive_point(op: Op, n: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("op, n, attrs", _OPS, ids=lambda v: getattr(v, "value", str(v)))
-@pytest.mark.parametrize("order", [0, 1, 3])
+@pytest.mark.parametrize("order", [0, 1, 3, 6])
 def test_every_op_agrees(op, n, attrs, order):
     circuit = _op_circuit(op, n, **attrs)
     point = _positive_point(op, n)
@@ -105,6 +105,19 @@ def test_every_op_agrees(op, n, attrs, order):
     lowered = cs.taylor(circuit, order, {"x"})
     assert_agrees(*both(lowered, {"x": series_input(rng, point, order, None)}))
     assert_agrees(*both(lowered, {"x": series_input(rng, point, order, 5)}, batch=5))
+
+
+@pytest.mark.parametrize("order", range(1, 8))
+@pytest.mark.parametrize("directions", [None, 3, 17])
+def test_dot_of_series_pairs_agrees_at_every_order(order, directions):
+    # orders 1, 3 and 6 run the hand-vectorised pairs (cpu_native), the others the snippet's
+    # loop; 1, 3 and 17 directions take the 1-, 4- and 16-direction blocks (odd counts included)
+    circuit = _op_circuit(Op.DOT, 6)
+    lowered = cs.taylor(circuit, order, {"x"})
+    rng = np.random.default_rng(order)
+    point = rng.uniform(-1.0, 1.0, 6)
+    assert_agrees(*both(lowered, {"x": series_input(rng, point, order, directions)},
+                        batch=directions))
 
 
 @pytest.mark.parametrize("op", [Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.MAX, Op.LT, Op.SELECT, Op.DOT, Op.SUM])
