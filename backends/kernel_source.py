@@ -344,7 +344,9 @@ _add("pow", "s", "s", _real_const_term("a"), """
             @ S[o, j, d] += ((x * i - (j - i)) * S[a, i, d]) * S[o, j - i, d]
         @ S[o, j, d] = S[o, j, d] / (j * S[a, 0, d].real)
 """)
-_add("exp", "s", "s", _real_const_term("a"), "exp_series(S, o, S, a, K1, DIR)")
+# exp, erf and gelu of series are hot: few instructions (microgpt's softmax and MLP) but each a
+# chain of helper calls, which per direction (cold) cost ~20% of the order-3 step
+_add("exp", "s", "s", _real_const_term("a"), "exp_series(S, o, S, a, K1, DIR)", hot=True)
 _add("log", "s", "s", _real_const_term("a"), """
     ! 7 S[a, 0, d].real <= 0.0
     @ S[o, 0, d] = math.log(S[a, 0, d].real)
@@ -376,7 +378,7 @@ _add("erf", "s", "s", _real_const_term("a"), """
     scale(T, 1, T, 1, TWO_OVER_SQRTPI, K1, DIR)
     @ S[o, 0, d] = math.erf(S[a, 0, d].real)
     integrate(S, o, S, a, T, 1, K1, DIR)
-""")
+""", hot=True)
 _add("gelu", "s", "s", _real_const_term("a"), """
     cauchy(T, 0, S, a, S, a, K1, DIR)
     scale(T, 0, T, 0, -0.5, K1, DIR)
@@ -386,7 +388,7 @@ _add("gelu", "s", "s", _real_const_term("a"), """
     @ T[2, 0, d] = 0.5 * math.erfc(-S[a, 0, d].real / SQRT2)
     integrate(T, 2, S, a, T, 1, K1, DIR)
     cauchy(S, o, S, a, T, 2, K1, DIR)
-""")
+""", hot=True)
 # non-analytic gates: the branch is decided on the real constant term
 _add("relu", "s", "s", _kink(10, "S[a, {0}, d]"), _real_const_term("a"), """
     for j in range(K1):
