@@ -1,28 +1,47 @@
 """Clean-up passes: dead-code elimination, common-subexpression elimination, constant folding.
 
 Each is a pure ``Circuit -> Circuit`` function (the input is never mutated) whose result
-verifies and computes the same outputs. ``simplify`` runs fold -> cse -> dce. A
-:class:`~circuitsketch.ir.Program` is simplified through its step circuit, keeping every input
-(the loop feeds them by name) and every output.
+verifies and computes the same outputs, on scalar and on array circuits. ``simplify`` runs
+fold -> cse -> dce. A :class:`~circuitsketch.ir.Program` is simplified through its step circuit,
+keeping every input (the loop feeds them by name) and every output.
 
-Constant folding evaluates nodes whose operands are all constants with the reference
-interpreter's table (so folding can never disagree with execution) and applies the identities
-x*1 = x, x+0 = x, x-0 = x, x/1 = x, x*0 = 0, pow(x, 1) = x, and drops zero terms of sums and
-dot products. It does not fold inputs, so it never changes what a circuit reads.
+``dce`` and ``cse`` are structural (cse sorts the operands of the commutative add, mul, max and
+eq, which stay commutative under broadcasting). Constant folding evaluates nodes whose operands
+are all constants with the semantics layer's own table (``semantics.real.apply_real``, so folding
+can never disagree with execution) when the result has at most :data:`FOLD_LIMIT` elements (so
+the printed circuit stays readable), and applies the identities x*1 = x, x+0 = x, x-0 = x,
+x/1 = x, x*0 = 0, pow(x, 1) = x, and drops zero terms of sums and dot products. A constant
+counts as 0 or 1 when every element is; an identity applies only where the result keeps the
+node's shape (``x[3] * ones[4,3]`` is a broadcast, not ``x``). Folding never touches inputs, so
+it never changes what a circuit reads, and leaves a node whose evaluation fails (log of a
+negative constant, overflow) for the interpreter to report with its source line.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+from math import prod
+
 import numpy as np
 
-from ..backends.reference import FLOAT_ERRORS, REAL_IMPL, DomainError
 from ..ir.circuit import Builder, Circuit, Eqn, Output, Program
 from ..ir.ops import Op
+from ..ir.shapes import Shape, broadcast_shapes
 from ..ir.verify import verify, verify_program
+from ..semantics.errors import DomainError
+from ..semantics.real import FLOAT_ERRORS, apply_real
+
+#: the largest constant (in elements) that folding creates
+FOLD_LIMIT = 4096
+
+
+def _builder_for(circuit: Circuit) -> Builder:
+    builder = Builder()
+    builder.inputs = dict(circuit.inputs)  # before any node: input nodes look up their shapes
+    return builder
 
 
 def _rebuild(circuit: Circuit, builder: Builder, remap: list[int]) -> Circuit:
-    builder.inputs = dict(circuit.inputs)
     builder.outputs = [Output(o.name, o.shape, tuple(remap[n] for n in o.nodes)) for o in circuit.outputs]
     return builder.build(circuit.order)
 
@@ -45,7 +64,7 @@ def _dce(circuit: Circuit) -> Circuit:
     for node, eqn in enumerate(circuit.eqns):
         if live[node] or eqn.op is Op.INPUT:
             remap[node] = len(eqns)
-            eqns.append(Eqn(eqn.op, tuple(remap[a] for a in eqn.args), eqn.attrs, eqn.loc, eqn.series))
+            eqns.append(replace(eqn, args=tuple(remap[a] for a in eqn.args)))
     outputs = tuple(Output(o.name, o.shape, tuple(remap[n] for n in o.nodes)) for o in circuit.outputs)
     return Circuit(tuple(eqns), circuit.inputs, outputs, circuit.order)
 
@@ -56,7 +75,7 @@ def cse(circuit: Circuit) -> Circuit:
 
 
 def _cse(circuit: Circuit) -> Circuit:
-    builder, remap = Builder(), []
+    builder, remap = _builder_for(circuit), []
     for eqn in circuit.eqns:
         args = tuple(remap[a] for a in eqn.args)
         if eqn.op in (Op.ADD, Op.MUL, Op.MAX, Op.EQ):
@@ -65,65 +84,136 @@ def _cse(circuit: Circuit) -> Circuit:
     return _rebuild(circuit, builder, remap)
 
 
-def _const_value(circuit_eqns: list[Eqn], node: int) -> float | None:
-    eqn = circuit_eqns[node]
-    return eqn.attr("value") if eqn.op is Op.CONST else None
-
-
 def fold_constants(circuit: Circuit) -> Circuit:
     """Evaluate all-constant nodes and apply the algebraic identities listed in the module doc."""
     return verify(_fold_constants(circuit))
 
 
 def _fold_constants(circuit: Circuit) -> Circuit:
-    builder, remap = Builder(), []
+    folder = _Folder(_builder_for(circuit))
+    remap: list[int] = []
     for eqn in circuit.eqns:
-        args = tuple(remap[a] for a in eqn.args)
-        remap.append(_fold_one(builder, eqn, args, lambda node: _const_value(builder.eqns, node)))
-    return _rebuild(circuit, builder, remap)
+        remap.append(folder.fold(eqn, tuple(remap[a] for a in eqn.args)))
+    return _rebuild(circuit, folder.builder, remap)
 
 
-def _fold_one(builder: Builder, eqn: Eqn, args: tuple[int, ...], value) -> int:
-    add = lambda op, a, attrs=(): builder.add(op, a, attrs, eqn.loc, eqn.series)  # noqa: E731
-    consts = [value(a) for a in args]
-    if args and all(c is not None for c in consts) and not eqn.series:
+class _Folder:
+    """Adds each node of a circuit to ``builder`` folded: a constant, an operand, or itself."""
+
+    def __init__(self, builder: Builder) -> None:
+        self.builder = builder
+
+    def value(self, node: int) -> np.ndarray | None:
+        """The value of a constant node as an array of its shape; None for other nodes."""
+        eqn = self.builder.eqns[node]
+        if eqn.op is not Op.CONST:
+            return None
+        return np.asarray(eqn.attr("value"), dtype=np.float64).reshape(eqn.shape)
+
+    def shape(self, node: int) -> Shape:
+        return self.builder.eqns[node].shape
+
+    def const(self, value: np.ndarray, loc: str | None) -> int | None:
+        """A constant node holding ``value``, or None when it is too big to print readably."""
+        if value.size > FOLD_LIMIT:
+            return None
+        return self.builder.const_array(value, loc)
+
+    def fold(self, eqn: Eqn, args: tuple[int, ...]) -> int:
+        consts = [self.value(a) for a in args]
+        if args and not eqn.series and all(c is not None for c in consts):
+            folded = self._evaluate(eqn, consts)
+            if folded is not None:
+                return folded
+        found = _IDENTITIES.get(eqn.op)
+        kept = found(self, eqn, args, [_uniform(c) for c in consts]) if found else None
+        if kept is not None:
+            return kept
+        return self.builder.add(eqn.op, args, eqn.attrs, eqn.loc, eqn.series)
+
+    def _evaluate(self, eqn: Eqn, consts: list[np.ndarray]) -> int | None:
+        if prod(eqn.shape) > FOLD_LIMIT:
+            return None
         try:
             with np.errstate(**FLOAT_ERRORS):
-                result = REAL_IMPL[eqn.op](eqn, *[np.array([c]) for c in consts])
+                result = apply_real(eqn, [c[None] for c in consts], [c.shape for c in consts])
         except (DomainError, FloatingPointError, ZeroDivisionError):
-            result = None  # leave it for the interpreter to report with its source line
-        if result is not None and np.all(np.isfinite(result)):
-            return builder.const(float(np.asarray(result).ravel()[0]), eqn.loc)
-    op = eqn.op
-    if op is Op.MUL:
-        for i, c in enumerate(consts):
-            if c == 1.0:
-                return args[1 - i]
-            if c == 0.0:
-                return builder.const(0.0, eqn.loc)
-    if op is Op.ADD:
-        for i, c in enumerate(consts):
-            if c == 0.0:
-                return args[1 - i]
-    if op in (Op.SUB, Op.DIV) and consts[1] == (0.0 if op is Op.SUB else 1.0):
-        return args[0]
-    if op is Op.POW and eqn.attr("p") == 1.0:
-        return args[0]
-    if op is Op.SUM:
-        kept = tuple(a for a, c in zip(args, consts) if c != 0.0)
-        if not kept:
-            return builder.const(0.0, eqn.loc)
-        return kept[0] if len(kept) == 1 else add(Op.SUM, kept)
-    if op is Op.DOT:
-        half = len(args) // 2
-        pairs = [(a, b) for a, b, ca, cb in zip(args[:half], args[half:], consts[:half], consts[half:])
-                 if ca != 0.0 and cb != 0.0]
-        if not pairs:
-            return builder.const(0.0, eqn.loc)
-        if len(pairs) == 1:
-            return add(Op.MUL, pairs[0])
-        return add(Op.DOT, tuple(a for a, _ in pairs) + tuple(b for _, b in pairs))
-    return add(op, args, eqn.attrs)
+            return None  # left for the interpreter to report with its source line
+        result = np.asarray(result, dtype=np.float64).reshape(eqn.shape)
+        return self.const(result, eqn.loc) if np.all(np.isfinite(result)) else None
+
+    def keep(self, eqn: Eqn, node: int) -> int | None:
+        """``node`` in place of ``eqn`` when it has the same shape (no hidden broadcast)."""
+        return node if self.shape(node) == eqn.shape else None
+
+    def zeros(self, eqn: Eqn) -> int | None:
+        return self.const(np.zeros(eqn.shape), eqn.loc)
+
+    def add(self, eqn: Eqn, op: Op, args: tuple[int, ...]) -> int | None:
+        """``op(args)`` in place of ``eqn`` when it broadcasts to the same shape."""
+        if broadcast_shapes(*(self.shape(a) for a in args)) != eqn.shape:
+            return None
+        if len(args) == 1:
+            return args[0]
+        return self.builder.add(op, args, (), eqn.loc, eqn.series)
+
+
+def _uniform(value: np.ndarray | None) -> float | None:
+    """The one value every element of a constant holds, or None."""
+    if value is None or value.size == 0:
+        return None
+    first = float(value.flat[0])
+    return first if np.all(value == first) else None
+
+
+def _mul(f: _Folder, eqn: Eqn, args, consts) -> int | None:
+    for i, c in enumerate(consts):
+        if c == 1.0 and (kept := f.keep(eqn, args[1 - i])) is not None:
+            return kept
+        if c == 0.0:
+            return f.zeros(eqn)
+    return None
+
+
+def _add(f: _Folder, eqn: Eqn, args, consts) -> int | None:
+    for i, c in enumerate(consts):
+        if c == 0.0 and (kept := f.keep(eqn, args[1 - i])) is not None:
+            return kept
+    return None
+
+
+def _sub_div(f: _Folder, eqn: Eqn, args, consts) -> int | None:
+    if consts[1] == (0.0 if eqn.op is Op.SUB else 1.0):
+        return f.keep(eqn, args[0])
+    return None
+
+
+def _pow(f: _Folder, eqn: Eqn, args, consts) -> int | None:
+    return args[0] if eqn.attr("p") == 1.0 else None
+
+
+def _sum(f: _Folder, eqn: Eqn, args, consts) -> int | None:
+    kept = tuple(a for a, c in zip(args, consts) if c != 0.0)
+    if len(kept) == len(args):
+        return None
+    return f.add(eqn, Op.SUM, kept) if kept else f.zeros(eqn)
+
+
+def _dot(f: _Folder, eqn: Eqn, args, consts) -> int | None:
+    half = len(args) // 2
+    pairs = [(a, b) for a, b, ca, cb in zip(args[:half], args[half:], consts[:half], consts[half:])
+             if ca != 0.0 and cb != 0.0]
+    if len(pairs) == half:
+        return None
+    if not pairs:
+        return f.zeros(eqn)
+    if len(pairs) == 1:
+        return f.add(eqn, Op.MUL, pairs[0])
+    return f.add(eqn, Op.DOT, tuple(a for a, _ in pairs) + tuple(b for _, b in pairs))
+
+
+_IDENTITIES = {Op.MUL: _mul, Op.ADD: _add, Op.SUB: _sub_div, Op.DIV: _sub_div, Op.POW: _pow,
+               Op.SUM: _sum, Op.DOT: _dot}
 
 
 def simplify(target: Circuit | Program) -> Circuit | Program:
@@ -139,4 +229,4 @@ def simplify(target: Circuit | Program) -> Circuit | Program:
         circuit = smaller
 
 
-__all__ = ["cse", "dce", "fold_constants", "simplify"]
+__all__ = ["FOLD_LIMIT", "cse", "dce", "fold_constants", "simplify"]

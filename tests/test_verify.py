@@ -1,11 +1,15 @@
 """verify() and verify_program() reject hand-made malformed circuits and programs with messages
-that name the node, its op and the traced source line; well-formed ones pass unchanged."""
+that name the node, its op, its shape and the traced source line; well-formed ones pass
+unchanged, and random array circuits verify while random corruptions of them are refused."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import random_array_circuits
 
 import circuitsketch as cs
 from circuitsketch.ir import (Builder, Circuit, Eqn, Op, Output, Program, VerifyError, make_attrs,
@@ -25,6 +29,80 @@ def _circuit(*eqns: Eqn, inputs=(("x", (2,)),), outputs=None, order: int = 0) ->
 def _series_input(index: int) -> Eqn:
     return Eqn(Op.INPUT, (), make_attrs(name="x", index=index), None, True)
 
+
+def _whole(name: str, shape: tuple, series: bool = False) -> Eqn:
+    return Eqn(Op.INPUT, (), make_attrs(name=name), "model.py:1", series, shape)
+
+
+_M = ((("m", (2, 3)), ("v", (3,))))
+_OUT = lambda node, shape: (Output("y", shape, (node,)),)  # noqa: E731
+_M0, _V0 = _whole("m", (2, 3)), _whole("v", (3,))
+
+#: malformed array circuits: (eqns, inputs, outputs, message)
+ARRAY_MALFORMED = {
+    "node shape differs from the inferred one": (
+        (_M0, _V0, Eqn(Op.ADD, (0, 1), (), LOC, False, (3,))), _M, _OUT(2, (3,)),
+        "node %2 = add [3] (traced at model.py:7): has shape (3,) but its operands give (2, 3)"),
+    "shapes that do not broadcast": (
+        (_M0, _whole("w", (2,)), Eqn(Op.MUL, (0, 1), (), LOC, False, (2, 3))),
+        (("m", (2, 3)), ("w", (2,))), _OUT(2, (2, 3)),
+        "node %2 = mul [2, 3] (traced at model.py:7): shapes (2, 3), (2,) do not broadcast"),
+    "input shape differs from the declaration": (
+        (_whole("m", (3, 2)),), _M, _OUT(0, (3, 2)),
+        "node %0 = input [3, 2] (traced at model.py:1): has shape (3, 2) but its operands give (2, 3)"),
+    "bad reduction axis": (
+        (_M0, Eqn(Op.REDUCE_SUM, (0,), make_attrs(axes=(2,)), LOC, False, (2,))), _M, _OUT(1, (2,)),
+        "node %1 = reduce_sum [2] (traced at model.py:7): axes (2,) out of range for rank 2"),
+    "axes not a tuple": (
+        (_M0, Eqn(Op.REDUCE_SUM, (0,), make_attrs(axes=1), LOC, False, (2,))), _M, _OUT(1, (2,)),
+        "node %1 = reduce_sum [2] (traced at model.py:7): axes must be a tuple of ints, got 1"),
+    "contraction sizes differ": (
+        (_M0, _V0, Eqn(Op.DOT_GENERAL, (0, 1), make_attrs(batch=((), ()), contract=((0,), (0,))),
+                       LOC, False, (3,))), _M, _OUT(2, (3,)),
+        "node %2 = dot_general [3] (traced at model.py:7): contract axis 0 of lhs (2, 3) (size 2) "
+        "against axis 0 of rhs (3,) (size 3)"),
+    "reshape changes the size": (
+        (_M0, Eqn(Op.RESHAPE, (0,), make_attrs(shape=(4,)), LOC, False, (4,))), _M, _OUT(1, (4,)),
+        "node %1 = reshape [4] (traced at model.py:7): cannot reshape (2, 3) (6 elements) to (4,)"),
+    "float reshape target": (
+        (_M0, Eqn(Op.RESHAPE, (0,), make_attrs(shape=(2.5,)), LOC, False, (6,))), _M, _OUT(1, (6,)),
+        "node %1 = reshape [6] (traced at model.py:7): reshape target (2.5,) must be a tuple of "
+        "non-negative ints"),
+    "malformed node shape": (
+        (_M0, Eqn(Op.NEG, (0,), (), LOC, False, (2.5,))), _M, _OUT(0, (2, 3)),
+        "node %1 = 'neg': shape (2.5,) must be a tuple of non-negative ints"),
+    "input read whole and by element": (
+        (_M0, Eqn(Op.INPUT, (), make_attrs(index=0, name="m"), LOC)), _M, _OUT(0, (2, 3)),
+        "node %1 = input (traced at model.py:7): input 'm' is read both whole and by element"),
+    "input read whole twice": (
+        (_M0, _M0), _M, _OUT(0, (2, 3)),
+        "node %1 = input [2, 3] (traced at model.py:1): input 'm' is read both whole and by element"),
+    "scatter_add index beyond size": (
+        (_V0, Eqn(Op.CONST, (), make_attrs(shape=(3,), value=(0.0, 1.0, 2.0)), None, False, (3,)),
+         Eqn(Op.SCATTER_ADD, (0, 1), make_attrs(axis=0, size=2), LOC, False, (2,))), _M, _OUT(2, (2,)),
+        "node %2 = scatter_add [2] (traced at model.py:7): index 2.0 is not an integer in [0, 2) "
+        "(axis 0)"),
+    "constant index out of range": (
+        (_M0, Eqn(Op.CONST, (), make_attrs(shape=(2,), value=(0.0, 3.0)), None, False, (2,)),
+         Eqn(Op.TAKE, (0, 1), make_attrs(axis=1), LOC, False, (2, 2))), _M, _OUT(2, (2, 2)),
+        "node %2 = take [2, 2] (traced at model.py:7): index 3.0 is not an integer in [0, 3) (axis 1)"),
+    "non-integer constant index": (
+        (_M0, Eqn(Op.CONST, (), make_attrs(value=0.5)),
+         Eqn(Op.TAKE, (0, 1), make_attrs(axis=0), LOC, False, (3,))), _M, _OUT(2, (3,)),
+        "node %2 = take [3] (traced at model.py:7): index 0.5 is not an integer in [0, 2) (axis 0)"),
+    "array constant of the wrong size": (
+        (Eqn(Op.CONST, (), make_attrs(shape=(3,), value=(1.0, 2.0)), LOC, False, (3,)),), _M,
+        _OUT(0, (3,)),
+        "node %0 = const [3] (traced at model.py:7): const of shape (3,) needs 3 values, got 2"),
+    "element output reading an array node": (
+        (_M0, _V0), _M, (Output("y", (2,), (0, 1)),),
+        "output 'y' of shape (2,) lists elements, but node %0 = input [2, 3] (traced at model.py:1) "
+        "is not 0-d"),
+    "whole output of the wrong shape": (
+        (_M0,), _M, _OUT(0, (3, 2)),
+        "output 'y' of shape (3, 2) cannot be node %0 = input [2, 3] (traced at model.py:1), which "
+        "has shape (2, 3)"),
+}
 
 MALFORMED = {
     "use before def": (
@@ -92,7 +170,12 @@ MALFORMED = {
     "output of a missing node": (
         _circuit(X0, outputs=(Output("y", (), (5,)),)), "output 'y' refers to missing node %5"),
     "output shape mismatch": (
-        _circuit(X0, outputs=(Output("y", (2,), (0,)),)), "output 'y': shape (2,) does not hold 1 nodes"),
+        _circuit(X0, outputs=(Output("y", (2,), (0,)),)),
+        "output 'y' of shape (2,) cannot be node %0 = input (traced at model.py:1), which has shape ()"),
+    "output with too few elements": (
+        _circuit(X0, X1, outputs=(Output("y", (3,), (0, 1)),)), "output 'y': shape (3,) does not hold 2 nodes"),
+    "empty output": (
+        _circuit(X0, outputs=(Output("out", (0,), ()),)), "output 'out' of shape (0,) has no nodes"),
     "duplicate output": (
         _circuit(X0, outputs=(Output("y", (), (0,)), Output("y", (), (0,)))),
         "duplicate output names in ['y', 'y']"),
@@ -106,6 +189,13 @@ MALFORMED = {
         "output name '' must be a non-empty string without whitespace or brackets"),
     "negative shape": (
         _circuit(X0, inputs=(("x", (-2,)),)), "input 'x': shape (-2,) must be a tuple of non-negative ints"),
+    "float shape": (
+        _circuit(X0, inputs=(("x", (2.5,)),)), "input 'x': shape (2.5,) must be a tuple of non-negative ints"),
+    "float output shape": (
+        _circuit(X0, outputs=(Output("y", (2.5,), (0,)),)),
+        "output 'y': shape (2.5,) must be a tuple of non-negative ints"),
+    **{name: (_circuit(*eqns, inputs=inputs, outputs=outputs), message)
+       for name, (eqns, inputs, outputs, message) in ARRAY_MALFORMED.items()},
 }
 
 
@@ -136,6 +226,36 @@ def test_verify_accepts_and_returns_well_formed_circuits():
     assert verify(circuit) is circuit
     lowered = cs.taylor(circuit, order=2, seeds={"x"})
     assert verify(lowered) is lowered
+
+
+def test_index_operands_must_be_real():
+    eqns = (_whole("m", (2, 3), True), _whole("v", (3,), True),
+            Eqn(Op.TAKE, (0, 1), make_attrs(axis=1), LOC, True, (2, 3)))
+    with pytest.raises(VerifyError, match=re.escape(
+            "node %2 = take [2, 3] (traced at model.py:7): index operand %1 is a series; indices "
+            "must be real")):
+        verify(_circuit(*eqns, inputs=_M, outputs=_OUT(2, (2, 3)), order=1))
+
+
+def test_a_series_take_with_a_real_index_is_allowed():
+    """The gathered operand may be a series (take is linear in it); only the index must be real."""
+    eqns = (_whole("m", (2, 3), True), _whole("v", (3,)),
+            Eqn(Op.TAKE, (0, 1), make_attrs(axis=1), LOC, True, (2, 3)))
+    verify(_circuit(*eqns, inputs=_M, outputs=_OUT(2, (2, 3)), order=1))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(random_array_circuits(max_nodes=10), st.data())
+def test_random_array_circuits_verify_and_a_wrong_shape_is_refused(circuit, data):
+    assert verify(circuit) is circuit
+    node = data.draw(st.integers(0, len(circuit.eqns) - 1))
+    eqn = circuit.eqns[node]
+    wrong = data.draw(st.sampled_from([eqn.shape + (2,), eqn.shape[1:] if eqn.shape else (5,)]))
+    broken = list(circuit.eqns)
+    broken[node] = Eqn(eqn.op, eqn.args, eqn.attrs, eqn.loc, eqn.series, wrong)
+    # the corrupted node is named, or (had its shape been consistent) the first node it misleads
+    with pytest.raises(VerifyError, match=r"node %\d+ = |output "):
+        verify(Circuit(tuple(broken), circuit.inputs, circuit.outputs))
 
 
 def test_series_reading_ops_that_give_reals_are_allowed():
@@ -205,6 +325,21 @@ def test_carried_series_state_must_be_series_at_the_input():
     with pytest.raises(VerifyError, match=re.escape(
             f"carried state 'w' is a series at the step output but real at its input (%{w_inputs[0]})")):
         verify_program(half)
+
+
+def test_array_program_with_whole_array_state_verifies():
+    b = Builder()
+    w = b.input_array("w", (2, 3))
+    data = b.input_array("data", (3,))
+    weight = b.input_array("weight", (1,))
+    step = b.add(Op.MUL, (b.add(Op.MUL, (w, data)), weight))
+    b.output("w", [b.add(Op.SUB, (w, step))])
+    program = Program(b.build(), 4, ("w",), ("data",), "weight")
+    assert verify_program(program) is program
+    lowered = cs.taylor(program, order=2)
+    assert verify_program(lowered) is lowered
+    with pytest.raises(VerifyError, match=re.escape("program n_steps must be an int, got 2.5")):
+        verify_program(Program(program.step, 2.5, ("w",), ("data",), "weight"))
 
 
 def test_verify_program_checks_the_step_circuit():
