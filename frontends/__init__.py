@@ -1,7 +1,10 @@
 """Frontends: the tracer and the programs written with it (microgpt, small models)."""
 
-from .tracer import (Trace, TraceError, Value, dot, eq, grad, matvec, maximum, select,
-                     stop_gradient, trace, trace_program, vmax, vsum)
+from .tracer import (Tensor, Trace, TraceError, Value, concatenate, dot, dot_general, einsum, eq,
+                     erf, exp, gelu, grad, log, matvec, maximum, relu, rsqrt, select, sqrt, stack,
+                     stop_gradient, take, tanh, trace, trace_program, vmax, vsum, where)
 
-__all__ = ["Trace", "TraceError", "Value", "dot", "eq", "grad", "matvec", "maximum", "select",
-           "stop_gradient", "trace", "trace_program", "vmax", "vsum"]
+__all__ = ["Tensor", "Trace", "TraceError", "Value", "concatenate", "dot", "dot_general", "einsum",
+           "eq", "erf", "exp", "gelu", "grad", "log", "matvec", "maximum", "relu", "rsqrt",
+           "select", "sqrt", "stack", "stop_gradient", "take", "tanh", "trace", "trace_program",
+           "vmax", "vsum", "where"]

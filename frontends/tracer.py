@@ -468,7 +468,7 @@ def _matmul(a: Tensor, b: Tensor) -> Tensor:
             raise _shape_error("@", f"batch axes of {a.shape} and {b.shape}: {exc}") from None
         a, b = a.broadcast_to(batch + a.shape[-2:]), b.broadcast_to(batch + b.shape[-2:])
         axes = tuple(range(len(batch)))
-        return dot_general(a, b, contract=((ca,), (cb,)), batch=(axes, axes))
+        return dot_general(a, b, contract=((a.ndim - 1,), (b.ndim - 2,)), batch=(axes, axes))
     out = dot_general(a, b, contract=((ca,), (cb,)))
     if batch_b and a.ndim == 2:  # (m, batch..., n) -> (batch..., m, n)
         nb = len(batch_b)
@@ -520,7 +520,7 @@ def einsum(spec: str, *operands: Any) -> Tensor:
     trace = _trace_of(*operands)
     a, b = (_tensor(trace, x, "einsum") for x in operands)
     sa, sb, out = _einsum_spec(spec, (a.ndim, b.ndim))
-    for c in set(sa) & set(sb):
+    for c in (c for c in sa if c in sb):
         if a.shape[sa.index(c)] != b.shape[sb.index(c)]:
             raise _shape_error("einsum", f"axis {c!r} has size {a.shape[sa.index(c)]} in the first "
                                f"operand and {b.shape[sb.index(c)]} in the second")
@@ -549,7 +549,7 @@ def concatenate(seq: Any, axis: int = 0) -> Tensor:
         raise _trace_error("concatenate", "needs at least one array")
     trace = _trace_of(*seq)
     parts = [_tensor(trace, x, "concatenate") for x in seq]
-    if not parts[0].ndim:
+    if any(not p.ndim for p in parts):
         raise _shape_error("concatenate", "0-d arrays cannot be concatenated (use stack)")
     axis = _axis(axis, parts[0].ndim, "concatenate")
     return parts[0] if len(parts) == 1 else trace.record(Op.CONCATENATE, parts, axis=axis)

@@ -133,8 +133,10 @@ def _kept_shape(shape: Shape, axes: tuple[int, ...]) -> Shape:
 
 
 def _reduce_sum_rule(emit: _Emitter, eqn: Eqn, out: int, g: int):
-    shape = emit.shape(eqn.args[0])
-    return [(None, emit.broadcast(emit.reshape(g, _kept_shape(shape, eqn.attr("axes"))), shape))]
+    shape, axes = emit.shape(eqn.args[0]), eqn.attr("axes")
+    if axes != tuple(range(len(axes))):  # broadcasting aligns trailing axes: leading ones need no reshape
+        g = emit.reshape(g, _kept_shape(shape, axes))
+    return [(None, emit.broadcast(g, shape))]
 
 
 def _reduce_max_rule(emit: _Emitter, eqn: Eqn, out: int, g: int):
