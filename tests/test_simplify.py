@@ -1,5 +1,5 @@
 """fold_constants, cse, dce and simplify: each is pure, verifies, computes the same outputs on
-random circuits (exactly: folding uses the interpreter's own table, the identities x*1, x+0, ...
+random scalar and array circuits (exactly: folding uses the interpreter's own table, the identities x*1, x+0, ...
 are exact in IEEE arithmetic, and dropping a +0.0 term does not change a sum), and shrinks the
 known cases it promises to."""
 
@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import KINK_OPS, SMOOTH_OPS, random_circuits, random_point
+from strategies import (KINK_OPS, SMOOTH_OPS, random_array_circuits, random_array_inputs,
+                        random_circuits, random_point)
 
 import circuitsketch as cs
 from circuitsketch.backends.reference import EvaluationError
 from circuitsketch.ir import Builder, Circuit, Eqn, Op, Output, Program, make_attrs, verify
 from circuitsketch.passes import cse, dce, fold_constants, simplify
+from circuitsketch.passes.simplify import FOLD_LIMIT
 
 PASSES = {"fold_constants": fold_constants, "cse": cse, "dce": dce, "simplify": simplify}
 
@@ -222,3 +224,107 @@ def test_simplify_program_keeps_its_interface():
                 static={"lr": 0.1}, x=np.array([0.0, 1.0, 0.5, 0.0]))
     np.testing.assert_array_equal(cs.run_program(simplified, **args)["w"],
                                   cs.run_program(program, **args)["w"])
+
+
+# ---------------------------------------------------------------- array circuits
+
+def _agree_exactly(before: Circuit, after: Circuit, inputs: dict) -> None:
+    want, got = cs.evaluate(before, inputs), cs.evaluate(after, inputs)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].shape == want[name].shape, name
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("name", sorted(PASSES))
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(circuit=random_array_circuits(max_nodes=10), seed=st.integers(0, 2**31))
+def test_pass_preserves_outputs_on_random_array_circuits(name, circuit, seed):
+    """Unbatched evaluation runs every op at the same batch size as folding does, so folded
+    constants are bitwise the values the interpreter computes."""
+    after = verify(PASSES[name](circuit))
+    assert after.inputs == circuit.inputs
+    assert [o.shape for o in after.outputs] == [o.shape for o in circuit.outputs]
+    _agree_exactly(circuit, after, random_array_inputs(circuit, seed))
+
+
+def _array_circuit(build, shape=(2, 3)) -> Circuit:
+    b = Builder()
+    x = b.input_array("x", shape)
+    b.output("y", [build(b, x)])
+    return b.build()
+
+
+def test_constant_array_subgraphs_fold_to_one_array_constant():
+    def build(b, x):
+        m = b.const_array(np.arange(6.0).reshape(2, 3))
+        mt = b.add(Op.TRANSPOSE, (m,), make_attrs(perm=(1, 0)))
+        prod_ = b.add(Op.DOT_GENERAL, (m, mt), make_attrs(batch=((), ()), contract=((1,), (0,))))
+        wide = b.add(Op.CONCATENATE, (prod_, prod_), make_attrs(axis=1))
+        part = b.add(Op.SLICE, (wide,), make_attrs(start=(0, 0), step=(1, 1), stop=(2, 3)))
+        return b.add(Op.ADD, (x, part))
+    simplified = simplify(_array_circuit(build))
+    assert [e.op for e in simplified.eqns] == [Op.INPUT, Op.CONST, Op.ADD]
+    m = np.arange(6.0).reshape(2, 3)
+    want = np.concatenate([m @ m.T, m @ m.T], axis=1)[:, :3]
+    const = simplified.eqns[1]
+    assert const.shape == (2, 3)
+    np.testing.assert_array_equal(np.reshape(const.attr("value"), const.shape), want)
+
+
+def test_big_constant_results_are_not_folded():
+    def build(b, x):
+        big = b.add(Op.BROADCAST, (b.const(2.0),), make_attrs(shape=(1000, 2, 3)))
+        return b.add(Op.REDUCE_SUM, (b.add(Op.MUL, (big, x)),), make_attrs(axes=(0,)))
+    circuit = _array_circuit(build)
+    folded = fold_constants(circuit)
+    assert Op.BROADCAST in {e.op for e in folded.eqns}
+    assert max(np.size(e.attr("value")) for e in folded.eqns if e.op is Op.CONST) <= FOLD_LIMIT
+    _agree_exactly(circuit, folded, {"x": np.arange(6.0).reshape(2, 3)})
+
+
+@pytest.mark.parametrize("name, build", [
+    ("x*ones", lambda b, x: b.add(Op.MUL, (x, b.const_array(np.ones((2, 3)))))),
+    ("ones-row*x", lambda b, x: b.add(Op.MUL, (b.const_array(np.ones(3)), x))),
+    ("x+0", lambda b, x: b.add(Op.ADD, (x, b.const(0.0)))),
+    ("x/ones", lambda b, x: b.add(Op.DIV, (x, b.const_array(np.ones((1, 3)))))),
+    ("sum(x, zeros)", lambda b, x: b.add(Op.SUM, (x, b.const_array(np.zeros(3))))),
+])
+def test_array_identities_fold_to_the_operand(name, build):
+    simplified = simplify(_array_circuit(build))
+    assert [e.op for e in simplified.eqns] == [Op.INPUT]
+    assert simplified.outputs == (Output("y", (2, 3), (0,)),)
+
+
+@pytest.mark.parametrize("name, build, shape", [
+    ("x[3] * ones[2,3] broadcasts x", lambda b, x: b.add(Op.MUL, (x, b.const_array(np.ones((2, 3))))), (3,)),
+    ("x[3] + zeros[2,3] broadcasts x", lambda b, x: b.add(Op.ADD, (b.const_array(np.zeros((2, 3))), x)), (3,)),
+    ("sum(x[3], zeros[2,3])", lambda b, x: b.add(Op.SUM, (x, b.const_array(np.zeros((2, 3))))), (3,)),
+])
+def test_identities_that_would_lose_a_broadcast_are_not_applied(name, build, shape):
+    circuit = _array_circuit(build, shape)
+    simplified = simplify(circuit)
+    out = simplified.outputs[0]
+    assert simplified.eqns[out.nodes[0]].shape == (2, 3)
+    _agree_exactly(circuit, simplified, {"x": np.array([0.5, -1.0, 2.0])})
+
+
+def test_x_times_zeros_folds_to_zeros_of_the_result_shape():
+    simplified = simplify(_array_circuit(lambda b, x: b.add(Op.MUL, (x, b.const(0.0))), (3,)))
+    (node,) = simplified.outputs[0].nodes
+    assert simplified.eqns[node].op is Op.CONST and simplified.eqns[node].shape == (3,)
+    assert simplified.eqns[node].attr("value") == (0.0, 0.0, 0.0)
+
+
+def test_cse_and_dce_keep_array_shapes():
+    """Hand-built (no hash-consing): two identical transposes are shared, a dead reduction goes."""
+    x = Eqn(Op.INPUT, (), make_attrs(name="x"), shape=(2, 3))
+    t = Eqn(Op.TRANSPOSE, (0,), make_attrs(perm=(1, 0)), shape=(3, 2))
+    dead = Eqn(Op.REDUCE_SUM, (1,), make_attrs(axes=(0,)), shape=(2,))
+    eqns = (x, t, t, dead, Eqn(Op.ADD, (1, 2), shape=(3, 2)))
+    circuit = verify(Circuit(eqns, (("x", (2, 3)),), (Output("y", (3, 2), (4,)),)))
+    shared = dce(cse(circuit))
+    assert [(e.op, e.shape) for e in shared.eqns] == [(Op.INPUT, (2, 3)), (Op.TRANSPOSE, (3, 2)),
+                                                      (Op.ADD, (3, 2))]
+    assert shared.eqns[2].args == (1, 1)
+    _agree_exactly(circuit, shared, {"x": np.arange(6.0).reshape(2, 3)})
