@@ -1,140 +1,75 @@
 """The reference interpreter: numpy, float64 and complex128. It *defines* the semantics.
 
-``REAL_IMPL`` is the one table saying what each op means on real values; a node reading any
-series operand is evaluated by the Taylor rule table (``passes.taylor.SERIES_RULES``) instead.
+A loop over the circuit applying the semantics tables: ``semantics.real.REAL_IMPL`` for nodes
+whose operands are all real, ``semantics.series.SERIES_RULES`` for nodes reading a series.
 Every other backend is tested against this module.
 
-Batching: every value carries a trailing batch axis (retrainings, or Taylor directions).
-Internally a real value is a float64 array ``[B]`` and a series a complex128 array
-``[k+1, B]``; ``B`` may be 1 and broadcasts. At the API boundary an input is either unbatched
-(its declared shape, with a leading ``k+1`` axis for series inputs) or batched (one more leading
-axis of size ``batch``); outputs are returned batched iff ``batch`` is given.
+Batching: every value carries a leading batch axis (retrainings, or Taylor directions).
+Internally a real value of shape S is a float64 array ``[B, *S]`` and a series a complex128
+array ``[k+1, B, *S]``; ``B`` may be 1 and broadcasts. Scalar-traced circuits read inputs one
+element at a time (INPUT with ``index``) and keep element lists, array circuits whole arrays.
+At the API boundary an input is either unbatched (its declared shape, with a leading ``k+1``
+axis for series inputs) or batched (one more leading axis of size ``batch``); outputs are
+returned batched iff ``batch`` is given.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Union
 
 import numpy as np
 
 from ..ir.circuit import Circuit, Eqn, Program
 from ..ir.ops import Op
+from ..semantics.errors import DomainError, EvaluationError
+from ..semantics.real import FLOAT_ERRORS, REAL_IMPL, apply_real, erf, std_normal_cdf
+from ..semantics.series import apply_series, lift
+
+#: an input as the interpreter holds it: one internal array, or the list of its elements' values
+Stored = Union[np.ndarray, list]
 
 
-class EvaluationError(ValueError):
-    """A value left the domain of its op (log of 0, division by 0, ...); names the node."""
+def _element(stored: Stored, index: int, lead: int) -> np.ndarray:
+    if isinstance(stored, list):
+        return stored[index]
+    return stored.reshape(stored.shape[:lead] + (-1,))[..., index]
 
 
-class DomainError(ValueError):
-    """Raised by an op implementation; the interpreter adds which node it was."""
+def _whole(stored: Stored, shape: tuple[int, ...], series: bool) -> np.ndarray:
+    if not isinstance(stored, list):
+        return stored
+    parts = np.broadcast_arrays(*stored)
+    stacked = np.stack(parts, axis=-1)
+    return stacked.reshape(stacked.shape[:-1] + tuple(shape))
 
 
-_erf = np.frompyfunc(math.erf, 1, 1)
-_erfc = np.frompyfunc(math.erfc, 1, 1)
-
-
-def erf(a: np.ndarray) -> np.ndarray:
-    """math.erf elementwise on a real array."""
-    return _erf(np.asarray(a, dtype=np.float64)).astype(np.float64)
-
-
-def std_normal_cdf(a: np.ndarray) -> np.ndarray:
-    """Phi(a) = (1 + erf(a / sqrt 2)) / 2 = erfc(-a / sqrt 2) / 2, elementwise on a real array
-    (the erfc form keeps full relative accuracy in the lower tail)."""
-    return 0.5 * _erfc(-np.asarray(a, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64)
-
-
-def _div(eqn: Eqn, a, b):
-    if np.any(b == 0):
-        raise DomainError("division by zero")
-    return a / b
-
-
-def _pow(eqn: Eqn, a):
-    p = eqn.attr("p")
-    if float(p).is_integer():
-        if p < 0 and np.any(a == 0):
-            raise DomainError(f"zero raised to the negative power {p}")
-        return a ** int(p)
-    if np.any(a < 0) or (p < 0 and np.any(a == 0)):
-        raise DomainError(f"non-positive base raised to the non-integer power {p}")
-    return a ** p
-
-
-def _log(eqn: Eqn, a):
-    if np.any(a <= 0):
-        raise DomainError("log of a non-positive value")
-    return np.log(a)
-
-
-def _sqrt(eqn: Eqn, a):
-    if np.any(a < 0):
-        raise DomainError("sqrt of a negative value")
-    return np.sqrt(a)
-
-
-def _dot(eqn: Eqn, *args):
-    half = len(args) // 2
-    return sum(args[i] * args[half + i] for i in range(half))
-
-
-#: The meaning of every op on real values: fn(eqn, *operand_values) -> value.
-REAL_IMPL: dict[Op, Callable] = {
-    Op.CONST: lambda e: np.array([e.attr("value")]),
-    Op.ADD: lambda e, a, b: a + b,
-    Op.SUB: lambda e, a, b: a - b,
-    Op.NEG: lambda e, a: -a,
-    Op.MUL: lambda e, a, b: a * b,
-    Op.DIV: _div,
-    Op.POW: _pow,
-    Op.EXP: lambda e, a: np.exp(a),
-    Op.LOG: _log,
-    Op.SQRT: _sqrt,
-    Op.TANH: lambda e, a: np.tanh(a),
-    Op.ERF: lambda e, a: erf(a),
-    Op.GELU: lambda e, a: a * std_normal_cdf(a),
-    Op.RELU: lambda e, a: np.maximum(a, 0.0),
-    Op.MAX: lambda e, a, b: np.maximum(a, b),
-    Op.LT: lambda e, a, b: (a < b).astype(np.float64),
-    Op.LE: lambda e, a, b: (a <= b).astype(np.float64),
-    Op.GT: lambda e, a, b: (a > b).astype(np.float64),
-    Op.GE: lambda e, a, b: (a >= b).astype(np.float64),
-    Op.EQ: lambda e, a, b: (a == b).astype(np.float64),
-    Op.SELECT: lambda e, c, a, b: np.where(c != 0, a, b),
-    Op.STOP_GRADIENT: lambda e, a: a,
-    Op.SUM: lambda e, *args: sum(args[1:], args[0]),
-    Op.DOT: _dot,
-}
-
-
-#: floating-point exceptions during evaluation: overflow and invalid results are errors, underflow
-#: to zero is not (constant folding uses the same setting, so it never disagrees with execution)
-FLOAT_ERRORS = dict(divide="raise", invalid="raise", over="raise", under="ignore")
-
-
-def _series_rules():
-    from ..passes.taylor import SERIES_RULES  # the Taylor pass owns the series semantics
-
-    return SERIES_RULES
-
-
-def execute(circuit: Circuit, input_values: Mapping[str, list[np.ndarray]], *,
+def execute(circuit: Circuit, input_values: Mapping[str, Stored], *,
             ignore_kinks: bool = False) -> list[np.ndarray]:
-    """Evaluate every node; inputs are per-element internal values. Returns all node values."""
-    rules = _series_rules() if circuit.order > 0 else None
+    """Evaluate every node; inputs are internal values (module doc). Returns all node values."""
+    k = circuit.order
+    eqns = circuit.eqns
+    shapes = circuit.input_shapes
     values: list[np.ndarray] = []
     with np.errstate(**FLOAT_ERRORS):
-        for node, eqn in enumerate(circuit.eqns):
+        for node, eqn in enumerate(eqns):
             try:
                 if eqn.op is Op.INPUT:
-                    value = input_values[eqn.attr("name")][eqn.attr("index")]
+                    stored = input_values[eqn.attr("name")]
+                    lead = 2 if eqn.series else 1
+                    if any(key == "index" for key, _ in eqn.attrs):
+                        value = _element(stored, eqn.attr("index"), lead)
+                    else:
+                        value = _whole(stored, shapes[eqn.attr("name")], eqn.series)
+                elif eqn.op is Op.CONST:
+                    value = REAL_IMPL[Op.CONST](eqn)
                 else:
                     args = [values[a] for a in eqn.args]
-                    if rules is not None and any(values[a].ndim == 2 for a in eqn.args):
-                        value = rules[eqn.op](eqn, circuit.order, *args, ignore_kinks=ignore_kinks)
+                    arg_shapes = [eqns[a].shape for a in eqn.args]
+                    kinds = [eqns[a].series for a in eqn.args]
+                    if k > 0 and any(kinds):
+                        value = apply_series(eqn, k, args, arg_shapes, kinds, ignore_kinks)
                     else:
-                        value = REAL_IMPL[eqn.op](eqn, *args)
+                        value = apply_real(eqn, args, arg_shapes)
             except (DomainError, FloatingPointError) as exc:
                 # an error that is already an EvaluationError (the Taylor pass's KinkError) keeps its type
                 located = type(exc) if isinstance(exc, EvaluationError) else EvaluationError
@@ -143,8 +78,9 @@ def execute(circuit: Circuit, input_values: Mapping[str, list[np.ndarray]], *,
     return values
 
 
-def _split_input(circuit: Circuit, name: str, array, shape, series: bool, batch: int | None):
-    """External array -> list of internal per-element values."""
+def _internal_input(circuit: Circuit, name: str, array, shape, series: bool,
+                    batch: int | None, elements: bool) -> Stored:
+    """External array -> internal value (a list of element values for scalar-read inputs)."""
     k1 = circuit.order + 1
     array = np.asarray(array, dtype=np.complex128 if series else np.float64)
     core = ((k1,) if series else ()) + tuple(shape)
@@ -155,10 +91,27 @@ def _split_input(circuit: Circuit, name: str, array, shape, series: bool, batch:
     else:
         expect = f"{core}" + (f" or {(batch,) + core}" if batch is not None else "")
         raise ValueError(f"input {name!r}: expected shape {expect}, got {array.shape}")
-    flat = array.reshape(array.shape[0], *((k1,) if series else ()), -1)
-    if series:  # [B, k+1, n] -> n values of [k+1, B]
-        return [np.ascontiguousarray(flat[:, :, i].T) for i in range(flat.shape[-1])]
-    return [flat[:, i].copy() for i in range(flat.shape[-1])]
+    if series:  # [B, k+1, *S] -> [k+1, B, *S]
+        array = np.ascontiguousarray(np.swapaxes(array, 0, 1))
+    if not elements:
+        return array
+    lead = 2 if series else 1
+    flat = array.reshape(array.shape[:lead] + (-1,))
+    return [flat[..., i].copy() for i in range(flat.shape[-1])]
+
+
+def _reads_elements(circuit: Circuit) -> set[str]:
+    """Inputs read element by element (INPUT nodes with an index: scalar-traced circuits)."""
+    return {e.attr("name") for e in circuit.eqns
+            if e.op is Op.INPUT and any(key == "index" for key, _ in e.attrs)}
+
+
+def _lift_stored(stored: Stored, series: bool, k: int) -> Stored:
+    if not series:
+        return stored
+    if isinstance(stored, list):
+        return [lift(v, False, k) for v in stored]
+    return lift(stored, False, k)
 
 
 def series_inputs(circuit: Circuit) -> set[str]:
@@ -166,22 +119,32 @@ def series_inputs(circuit: Circuit) -> set[str]:
     return {e.attr("name") for e in circuit.eqns if e.op is Op.INPUT and e.series}
 
 
-def _join_output(values: list[np.ndarray], shape, batch: int | None, k1: int) -> np.ndarray:
-    width = max([batch or 1] + [v.shape[-1] for v in values])
-    series = any(v.ndim == 2 for v in values)
-    if series:
-        parts = [np.broadcast_to(v if v.ndim == 2 else _lift(v, k1), (k1, width)) for v in values]
-        out = np.stack(parts, axis=-1).transpose(1, 0, 2).reshape((width, k1) + tuple(shape))
+def _output_value(circuit: Circuit, values: list[np.ndarray], out) -> Stored:
+    """The internal value of an output: the node's array, or the list of its element values."""
+    if out.is_array(circuit.eqns):
+        return values[out.nodes[0]]
+    return [values[n] for n in out.nodes]
+
+
+def _external(stored: Stored, shape, series: bool, batch: int | None, k1: int) -> np.ndarray:
+    """Internal value -> external array ``[batch, (k+1,) *shape]`` (or unbatched)."""
+    if isinstance(stored, list):
+        any_series = series or any(v.ndim == 2 for v in stored)
+        parts = [v if v.ndim == 2 else lift(v, False, k1 - 1) for v in stored] if any_series else stored
+        width = max([batch or 1] + [v.shape[-1] for v in parts])
+        lead = (k1, width) if any_series else (width,)
+        out = np.stack([np.broadcast_to(v, lead) for v in parts], axis=-1).reshape(lead + tuple(shape))
+        series = any_series
     else:
-        out = np.stack([np.broadcast_to(v, (width,)) for v in values], axis=-1)
-        out = out.reshape((width,) + tuple(shape))
+        out = stored
+        lead = out.ndim - len(shape)
+        width = max(batch or 1, out.shape[lead - 1])
+        out = np.broadcast_to(out, out.shape[:lead - 1] + (width,) + out.shape[lead:])
+        series = lead == 2
+    if series:
+        out = np.swapaxes(out, 0, 1)
+    out = np.array(out)
     return out if batch is not None else out[0]
-
-
-def _lift(real: np.ndarray, k1: int) -> np.ndarray:
-    series = np.zeros((k1, real.shape[-1]), dtype=np.complex128)
-    series[0] = real
-    return series
 
 
 def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
@@ -189,11 +152,14 @@ def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int |
     """Run ``circuit`` on named input arrays; returns named output arrays (see module doc)."""
     check_circuit_inputs(circuit, inputs)
     shapes = circuit.input_shapes
-    series = series_inputs(circuit)
-    internal = {name: _split_input(circuit, name, inputs[name], shape, name in series, batch)
+    series, elements = series_inputs(circuit), _reads_elements(circuit)
+    internal = {name: _internal_input(circuit, name, inputs[name], shape, name in series, batch,
+                                      name in elements)
                 for name, shape in shapes.items()}
     values = execute(circuit, internal, ignore_kinks=ignore_kinks)
-    return {o.name: _join_output([values[n] for n in o.nodes], o.shape, batch, circuit.order + 1)
+    k1 = circuit.order + 1
+    return {o.name: _external(_output_value(circuit, values, o), o.shape,
+                              circuit.eqns[o.nodes[0]].series if o.nodes else False, batch, k1)
             for o in circuit.outputs}
 
 
@@ -227,31 +193,38 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
     data, static = dict(data or {}), dict(static or {})
     step = program.step
     shapes = step.input_shapes
-    series = series_inputs(step)
+    series, elements = series_inputs(step), _reads_elements(step)
     _check_names("initial state", init, program.carry)
     _check_names("static input", static, program.static_inputs)
     _check_data(program, data)
     check_weights_given(program, x)
     example_ids = _example_ids(program, example_ids)
-    state = {name: _split_input(step, name, init[name], shapes[name], False, batch)
+
+    def internal(name: str, array, batch_size: int | None) -> Stored:
+        return _internal_input(step, name, array, shapes[name], name in series, batch_size,
+                               name in elements)
+
+    # carried state enters real (x = 0 is the unperturbed run) and becomes a series at the output
+    state = {name: _lift_stored(_internal_input(step, name, init[name], shapes[name], False, batch,
+                                                name in elements), name in series, step.order)
              for name in program.carry}
-    fixed = {name: _split_input(step, name, static[name], shapes[name], name in series, batch)
-             for name in program.static_inputs}
+    fixed = {name: internal(name, static[name], batch) for name in program.static_inputs}
+    outputs = {name: step.output(name) for name in program.carry}
     for t in range(program.n_steps):
         inputs = dict(fixed)
         inputs.update(state)
         for name in program.per_step:
-            inputs[name] = _split_input(step, name, data[name][t], shapes[name], name in series, None)
+            inputs[name] = internal(name, data[name][t], None)
         if program.weight is not None:
             weights = gather_weights(np.asarray(x), example_ids, t)
-            inputs[program.weight] = _split_input(step, program.weight, weights,
-                                                  shapes[program.weight], program.weight in series, batch)
+            inputs[program.weight] = internal(program.weight, weights, batch)
         values = execute(step, inputs, ignore_kinks=ignore_kinks)
-        state = {name: [values[n] for n in step.output(name).nodes] for name in program.carry}
+        state = {name: _output_value(step, values, out) for name, out in outputs.items()}
         if progress is not None:
             progress(t + 1)
     k1 = step.order + 1
-    return {name: _join_output(state[name], shapes[name], batch, k1) for name in program.carry}
+    return {name: _external(state[name], shapes[name], step.eqns[outputs[name].nodes[0]].series,
+                            batch, k1) for name in program.carry}
 
 
 def check_weights_given(program: Program, x) -> None:

@@ -1,12 +1,15 @@
 """Circuits, programs and the builder that creates them.
 
-A :class:`Circuit` is a flat SSA list of scalar equations ``%i = op %a %b {attrs}``; node ``i`` is
-the i-th equation and may only read nodes ``< i``. Named inputs and outputs are arrays of
-scalars: ``inputs`` maps a name to a shape, INPUT nodes read one flat element of it, and each
-output names a shape plus the node ids of its elements (row-major).
+A :class:`Circuit` is a flat SSA list of equations ``%i = op %a %b {attrs}``; node ``i`` is the
+i-th equation and may only read nodes ``< i``. Every node is an array operation with a shape
+(``Eqn.shape``, ``()`` for a scalar) and a kind: *real* (float64) or, after the Taylor pass, a
+*series* (``order + 1`` complex coefficients per element); ``Eqn.series`` says which. Shapes are
+derived from the operands by ``ir/shapes.py`` when a node is added.
 
-A value is *real* (one float per batch member) or, after the Taylor pass, a *series*
-(``order + 1`` complex coefficients per batch member); ``Eqn.series`` says which.
+``inputs`` maps a name to a shape. An INPUT node reads the whole array, or with an ``index``
+attribute one flat element of it as a 0-d value (how scalar-traced programs read inputs).
+An output names a shape plus either one node of that shape or the 0-d nodes of its elements
+in row-major order (scalar-traced programs).
 
 A :class:`Program` is a training loop kept as a loop: one step circuit applied ``n_steps``
 times. ``carry`` names step inputs that are fed back from the step output of the same name;
@@ -25,27 +28,38 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any, Iterator
 
+import numpy as np
+
+from .ops import ELEMENTWISE_OPS as _ELEMENTWISE
 from .ops import Op
+from .shapes import Shape, ShapeError, infer_shape
 
 Attrs = tuple[tuple[str, Any], ...]
-Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class Eqn:
-    """One scalar gate: ``op`` applied to the nodes ``args``."""
+    """One array operation: ``op`` applied to the nodes ``args``, giving a value of ``shape``."""
 
     op: Op
     args: tuple[int, ...] = ()
     attrs: Attrs = ()
     loc: str | None = None
     series: bool = False
+    shape: Shape = ()
 
     def attr(self, name: str) -> Any:
         for key, value in self.attrs:
             if key == name:
                 return value
         raise KeyError(f"{self.op.value} node has no attribute {name!r}")
+
+
+def describe_eqn(node: int, eqn: Eqn) -> str:
+    """``node %i = op [shape] (traced at file:line)``: how errors name a node."""
+    where = f" (traced at {eqn.loc})" if eqn.loc else ""
+    shape = f" {list(eqn.shape)}" if eqn.shape else ""
+    return f"node %{node} = {eqn.op.value}{shape}{where}"
 
 
 def make_attrs(**kwargs: Any) -> Attrs:
@@ -55,9 +69,15 @@ def make_attrs(**kwargs: Any) -> Attrs:
 
 @dataclass(frozen=True)
 class Output:
+    """A named output: one node of ``shape``, or ``prod(shape)`` 0-d element nodes."""
+
     name: str
     shape: Shape
     nodes: tuple[int, ...]
+
+    def is_array(self, eqns: tuple[Eqn, ...] | list[Eqn]) -> bool:
+        """True when the output is one node holding the whole array (not a list of elements)."""
+        return len(self.nodes) == 1 and eqns[self.nodes[0]].shape == self.shape and self.shape != ()
 
 
 @dataclass(frozen=True)
@@ -93,9 +113,13 @@ class Circuit:
 
     def describe(self, node: int) -> str:
         """A one-line description of a node for error messages: id, op and source line."""
-        eqn = self.eqns[node]
-        where = f" (traced at {eqn.loc})" if eqn.loc else ""
-        return f"node %{node} = {eqn.op.value}{where}"
+        return describe_eqn(node, self.eqns[node])
+
+    @property
+    def is_scalar(self) -> bool:
+        """True when every node is 0-d (a circuit of scalar gates, as the scalar tracer makes)."""
+        return all(e.shape == () for e in self.eqns) and all(
+            len(o.nodes) == prod(o.shape) for o in self.outputs)
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -135,32 +159,75 @@ class Builder:
 
     def add(self, op: Op, args: tuple[int, ...] = (), attrs: Attrs = (), loc: str | None = None,
             series: bool = False) -> int:
+        """Append (or find) ``op(args)``; its shape is inferred, a misfit raises ShapeError."""
         key = (op, args, attrs, series)
         found = self._interned.get(key)
         if found is not None:
             return found
-        self.eqns.append(Eqn(op, tuple(args), attrs, loc, series))
-        node = len(self.eqns) - 1
+        eqns = self.eqns
+        if op is Op.INPUT or op is Op.CONST or args:
+            try:
+                if op in _ELEMENTWISE and all(eqns[a].shape == () for a in args):
+                    shape: Shape = ()  # the scalar fast path: tracing 10^5 scalar gates
+                elif op is Op.INPUT and any(key == "index" for key, _ in attrs):
+                    shape = ()  # one element (verify checks the index against the declaration)
+                else:
+                    shape = infer_shape(op, attrs, [eqns[a].shape for a in args], self.inputs)
+            except ShapeError as exc:
+                where = f" (traced at {loc})" if loc else ""
+                raise ShapeError(f"{op.value}{where}: {exc}") from None
+        else:
+            shape = ()
+        eqns.append(Eqn(op, tuple(args), attrs, loc, series, shape))
+        node = len(eqns) - 1
         self._interned[key] = node
         return node
 
     def const(self, value: float, loc: str | None = None) -> int:
         return self.add(Op.CONST, (), make_attrs(value=float(value)), loc)
 
-    def input(self, name: str, shape: Shape = (), loc: str | None = None) -> list[int]:
-        """Declare input ``name`` of ``shape``; returns its element nodes in row-major order."""
+    def const_array(self, value: Any, loc: str | None = None) -> int:
+        """An array constant (a float for 0-d values)."""
+        array = np.asarray(value, dtype=np.float64)
+        if array.ndim == 0:
+            return self.const(float(array), loc)
+        return self.add(Op.CONST, (), make_attrs(value=tuple(float(v) for v in array.ravel()),
+                                                 shape=tuple(array.shape)), loc)
+
+    def declare_input(self, name: str, shape: Shape = ()) -> Shape:
         shape = tuple(int(d) for d in shape)
         if name in self.inputs:
             raise ValueError(f"input {name!r} declared twice")
         self.inputs[name] = shape
+        return shape
+
+    def input(self, name: str, shape: Shape = (), loc: str | None = None) -> list[int]:
+        """Declare input ``name`` of ``shape``; returns its element nodes in row-major order."""
+        shape = self.declare_input(name, shape)
         return [self.add(Op.INPUT, (), make_attrs(name=name, index=i), loc) for i in range(prod(shape))]
 
+    def input_array(self, name: str, shape: Shape = (), loc: str | None = None) -> int:
+        """Declare input ``name`` of ``shape``; returns the one node holding the whole array."""
+        self.declare_input(name, shape)
+        return self.add(Op.INPUT, (), make_attrs(name=name), loc)
+
     def output(self, name: str, nodes: list[int], shape: Shape | None = None) -> None:
+        """Output ``name``: one node of ``shape``, or the 0-d nodes of its elements (row-major)."""
         if any(out.name == name for out in self.outputs):
             raise ValueError(f"output {name!r} declared twice")
-        shape = (len(nodes),) if shape is None else tuple(shape)
-        if prod(shape) != len(nodes):
-            raise ValueError(f"output {name!r}: shape {shape} does not hold {len(nodes)} nodes")
+        nodes = list(nodes)
+        if shape is None:
+            shape = self.eqns[nodes[0]].shape if len(nodes) == 1 and self.eqns[nodes[0]].shape \
+                else (len(nodes),)
+        shape = tuple(shape)
+        whole = len(nodes) == 1 and self.eqns[nodes[0]].shape == shape
+        if not whole:
+            if prod(shape) != len(nodes):
+                raise ValueError(f"output {name!r}: shape {shape} does not hold {len(nodes)} nodes")
+            bad = [n for n in nodes if self.eqns[n].shape != ()]
+            if bad:
+                raise ShapeError(f"output {name!r} of shape {shape}: element node %{bad[0]} has shape "
+                                 f"{self.eqns[bad[0]].shape}, not ()")
         self.outputs.append(Output(name, shape, tuple(nodes)))
 
     def build(self, order: int = 0) -> Circuit:
@@ -177,4 +244,4 @@ def copy_into(builder: Builder, circuit: Circuit, *, keep_series: bool = True) -
 
 
 __all__ = ["Attrs", "Builder", "Circuit", "Eqn", "Output", "Program", "Shape", "copy_into",
-           "make_attrs"]
+           "describe_eqn", "make_attrs"]
