@@ -3,10 +3,16 @@
 ``backend="reference"`` (numpy; defines the semantics), ``"numba-cpu"`` and ``"numba-cuda"``.
 All take the same arguments as :func:`circuitsketch.backends.reference.evaluate` and
 :func:`~circuitsketch.backends.reference.run_program` and agree with the reference.
+
+``backend=None`` means :func:`default_backend`, the fastest backend installed (``numba-cpu``
+when Numba imports, else ``reference``): the deletion scheme (``circuitsketch.sketch``) and the
+command line default to it. :func:`evaluate` and :func:`run_program` here keep ``reference`` as
+their default, the interpreter that defines the semantics.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any
 
@@ -17,18 +23,57 @@ BACKENDS = {
 }
 
 
-def get_backend(name: str) -> Any:
-    """The backend module called ``name``; it provides ``evaluate`` and ``run_program``."""
+@functools.lru_cache(maxsize=None)
+def default_backend() -> str:
+    """The fastest backend installed: ``"numba-cpu"`` when Numba imports, else ``"reference"``."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "reference"
+    return "numba-cpu"
+
+
+def resolve_backend(name: str | None) -> str:
+    """``name`` checked against :data:`BACKENDS`; None gives :func:`default_backend`."""
+    if name is None:
+        return default_backend()
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}")
-    return importlib.import_module(BACKENDS[name])
+    return name
 
 
-def evaluate(circuit, inputs, *, backend: str = "reference", **options):
+def get_backend(name: str | None) -> Any:
+    """The backend module called ``name`` (None: :func:`default_backend`); it provides
+    ``evaluate`` and ``run_program``."""
+    return importlib.import_module(BACKENDS[resolve_backend(name)])
+
+
+def kernels_cached(name: str | None, *, series: bool | None = None,
+                   width: int | None = None) -> bool:
+    """Whether the kernels a run needs are already compiled on this machine; False only for
+    ``numba-cpu`` before the first run that needs them, which compiles them (tens of seconds).
+
+    ``series``: a Taylor (True) or real (False) run, None both; ``width``: its batch (None: a
+    wide one)."""
+    if resolve_backend(name) != "numba-cpu":
+        return True
+    from . import numba_cpu
+    from .emit import kernel_compiled, kernel_module_source
+
+    needed = []
+    for is_series, table in ((False, numba_cpu.REAL_BLOCKS), (True, numba_cpu.SERIES_BLOCKS)):
+        if series is None or series == is_series:  # the block choice of CpuEngine.block_size
+            needed.append((is_series, next(block for up_to, block in table if up_to is None
+                                           or (width is not None and width <= up_to))))
+    return all(kernel_compiled(kernel_module_source(numba_cpu.CPU_TARGET, None, is_series, block),
+                               numba_cpu.CpuEngine.prefix) for is_series, block in needed)
+
+
+def evaluate(circuit, inputs, *, backend: str | None = "reference", **options):
     """Run a circuit on named inputs with the chosen backend (see ``reference.evaluate``)."""
     return get_backend(backend).evaluate(circuit, inputs, **options)
 
 
-def run_program(program, init, *, backend: str = "reference", **options):
+def run_program(program, init, *, backend: str | None = "reference", **options):
     """Run a training program with the chosen backend (see ``reference.run_program``)."""
     return get_backend(backend).run_program(program, init, **options)

@@ -25,6 +25,7 @@ functions keep their source as ``__source__``.
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import importlib.util
 import os
@@ -240,11 +241,22 @@ def cache_dir() -> str:
         return tempfile.mkdtemp(prefix="circuitsketch-kernels-")
 
 
+def kernel_module_name(source: str, prefix: str) -> str:
+    """The module (and file) name of a kernel module: ``prefix`` and the hash of its source."""
+    return f"{prefix}_{hashlib.sha1(source.encode()).hexdigest()[:16]}"
+
+
+def kernel_compiled(source: str, prefix: str) -> bool:
+    """Whether Numba's on-disk cache already holds the compiled ``run_block`` of this kernel
+    module (if not, its first call compiles it: tens of seconds)."""
+    name = kernel_module_name(source, prefix)
+    return bool(glob.glob(os.path.join(cache_dir(), "__pycache__", f"{name}.run_block-*.nbi")))
+
+
 def load_kernel_module(source: str, prefix: str) -> ModuleType:
     """Write ``source`` to a file named by its hash (once) and import it; its kernel functions
     (``run_block``, and ``run_tape`` if there is one) keep the text as ``__source__``."""
-    digest = hashlib.sha1(source.encode()).hexdigest()[:16]
-    name = f"{prefix}_{digest}"
+    name = kernel_module_name(source, prefix)
     if name in sys.modules:
         return sys.modules[name]
     path = os.path.join(cache_dir(), name + ".py")

@@ -4,8 +4,11 @@ They run on a training task picked by ``--task`` from :data:`CLI_TASKS` (``micro
 paper's §5.2 program on the vendored names; a deletion set is given by substrings of the names
 trained on or by step indices, a measurement by ``--measure-name NAME``: the loss on NAME).
 A sketch records its task and settings (``info`` in meta.json), so ``predict`` and ``evaluate``
-rebuild everything from ``--sketch PATH`` alone. Results are printed as tables and, with
-``--out DIR``, written as JSON and PNG plots (matplotlib, imported only when plotting).
+rebuild everything from ``--sketch PATH`` alone. ``predict``, ``exact`` and ``evaluate`` take
+several measurements (``--measure-name max,zoe,kristopher``): every training run is measured by
+all of them, and each gets its own table (JSON: ``{"measurements": [...]}``). Results are
+printed as tables and, with ``--out DIR``, written as JSON and PNG plots (matplotlib, imported
+only when plotting).
 ``precompute`` and ``evaluate`` run on Dask with ``--workers N`` (local worker processes) or
 ``--scheduler ADDRESS`` (an existing cluster); see docs/distributed.md.
 """
@@ -22,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..backends import BACKENDS
+from ..backends import BACKENDS, default_backend
 from ..ir.circuit import Circuit
 from .evaluate import (deletion_curve, evaluate_deletions, linear_datamodeling_score,
                        plot_curves, plot_deletion_curve, retrained_values)
@@ -110,8 +113,8 @@ def _task_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="numba-cpu",
-                        help="execution backend")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default=default_backend(),
+                        help="execution backend (default: the fastest installed)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -162,10 +165,30 @@ def _deletion_options(parser: argparse.ArgumentParser) -> None:
                                                "(microgpt: steps)")
 
 
-def _measure_options(parser: argparse.ArgumentParser, default: str | None = "max") -> None:
-    parser.add_argument("--measure-name", default=default, metavar="NAME",
-                        help="measurement: the trained model's loss on NAME (default "
+def _measure_options(parser: argparse.ArgumentParser, default: str | None = "max",
+                     several: bool = False) -> None:
+    what = ("measurements: the trained model's loss on each NAME (one training for all; one "
+            "table each)" if several else "measurement: the trained model's loss on NAME")
+    parser.add_argument("--measure-name", default=default,
+                        metavar="NAME,NAME,..." if several else "NAME",
+                        help=f"{what} (default "
                              + (repr(default) if default else "the first training name") + ")")
+
+
+def _measurements(kind: CliTask, settings: dict[str, Any], text: str | None
+                  ) -> list[tuple[Circuit, str]]:
+    """(circuit, description) for each name of a comma-separated ``--measure-name``."""
+    if text is None:
+        return [kind.measurement(settings, None)]
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--measure-name {text!r}: give at least one name")
+    return [kind.measurement(settings, name) for name in names]
+
+
+def _one_or_all(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON of one measurement as before; several as ``{"measurements": [...]}``."""
+    return results[0] if len(results) == 1 else {"measurements": results}
 
 
 def _out_option(parser: argparse.ArgumentParser, what: str) -> None:
@@ -221,16 +244,21 @@ def _run_precompute(args: argparse.Namespace) -> int:
 def _run_predict(args: argparse.Namespace) -> int:
     sketch = load_sketch(args.sketch)
     kind, settings = _sketch_task(sketch)
-    measurement, what = kind.measurement(settings, args.measure_name)
+    measured = _measurements(kind, settings, args.measure_name)
     sets = _deletion_sets(args)
     start = time.perf_counter()
-    predictions = predict(sketch, measurement, [d for _, d in sets], delta=args.delta,
-                          order=args.order, backend=args.backend)
-    print(f"measurement: {what}; {time.perf_counter() - start:.2f} s for {len(sets)} set(s)")
-    for (name, _), prediction in zip(sets, predictions):
-        print(f"{name}: {prediction}")
-    _write_json(args.out, "predict.json", {"measurement": what, "sets": [
-        {"name": name, **p.to_dict()} for (name, _), p in zip(sets, predictions)]})
+    found = predict(sketch, [m for m, _ in measured], [d for _, d in sets], delta=args.delta,
+                    order=args.order, backend=args.backend)
+    seconds = time.perf_counter() - start
+    results = []
+    for (_, what), predictions in zip(measured, found):
+        print(f"measurement: {what}; {seconds:.2f} s for {len(sets)} set(s) and "
+              f"{len(measured)} measurement(s)")
+        for (name, _), prediction in zip(sets, predictions):
+            print(f"{name}: {prediction}")
+        results.append({"measurement": what, "sets": [
+            {"name": name, **p.to_dict()} for (name, _), p in zip(sets, predictions)]})
+    _write_json(args.out, "predict.json", _one_or_all(results))
     return 0
 
 
@@ -238,39 +266,49 @@ def _run_exact(args: argparse.Namespace) -> int:
     kind = CLI_TASKS[args.task]
     settings = kind.settings(args)
     task = kind.build(settings)
-    measurement, what = kind.measurement(settings, args.measure_name)
+    measured = _measurements(kind, settings, args.measure_name)
+    circuits = [m for m, _ in measured]
     sets = _deletion_sets(args)
-    series = exact_series(task, [d for _, d in sets], args.order, measurement, backend=args.backend,
-                          batch_size=args.batch_size, progress=not args.quiet)
+    found = exact_series(task, [d for _, d in sets], args.order, circuits, backend=args.backend,
+                         batch_size=args.batch_size, progress=not args.quiet)
     weights = _weights(args.weights, np.linspace(0.0, 1.0, 11))
-    xs = weights[None, :, None] * series.indicators[:, None, :]  # [set, w, n]
-    truths = retrained_values(task, measurement, xs.reshape(-1, task.n_examples),
+    xs = weights[None, :, None] * found[0].indicators[:, None, :]  # [set, w, n]
+    truths = retrained_values(task, circuits, xs.reshape(-1, task.n_examples),
                               backend=args.backend, batch_size=args.batch_size,
-                              progress=not args.quiet).reshape(len(sets), len(weights))
-    print(f"measurement: {what}")
+                              progress=not args.quiet).reshape(len(sets), len(weights), -1)
     results = []
-    for i, (name, _) in enumerate(sets):
-        sums = np.array([series.partial_sums(w)[i] for w in weights])  # [W, k+1]
-        deleted = np.flatnonzero(series.indicators[i])
-        print(f"{name} (|D| = {deleted.size}): coefficients "
-              f"{np.array2string(series.coefficients[i], precision=4)}")
-        header = "  ".join(f"err order {r}" for r in range(series.order + 1))
-        print(f"  w      retrained   {header}")
-        for w, truth, row in zip(weights, truths[i], sums):
-            print(f"  {w:4.2f}  {truth:11.6g}  " + "  ".join(f"{e:+11.3g}" for e in row - truth))
-        results.append({"name": name, "deleted": deleted.tolist(),
-                        "coefficients": series.coefficients[i].tolist(),
-                        "weights": weights.tolist(), "retrained": truths[i].tolist(),
-                        "partial_sums": sums.tolist()})
-        if args.out is not None:
-            args.out.mkdir(parents=True, exist_ok=True)
-            grid = np.linspace(0.0, max(1.0, weights.max()), 101)
-            fine = np.array([series.partial_sums(w)[i] for w in grid])
-            plot_curves(str(args.out / f"exact-{i}.png"), grid,
-                        {f"order {r}": (fine[:, r], None) for r in range(1, series.order + 1)},
-                        weights, truths[i], title=f"exact series, {name}", ylabel=what)
-    _write_json(args.out, "exact.json", {"measurement": what, "sets": results})
+    for column, (series, (_, what)) in enumerate(zip(found, measured)):
+        print(f"measurement: {what}")
+        plot = None if len(measured) == 1 else column  # exact-I.png, or exact-M-I.png
+        results.append({"measurement": what, "sets": [
+            _exact_table(args, series, i, name, weights, truths[i, :, column], what, plot)
+            for i, (name, _) in enumerate(sets)]})
+    _write_json(args.out, "exact.json", _one_or_all(results))
     return 0
+
+
+def _exact_table(args: argparse.Namespace, series, i: int, name: str, weights: np.ndarray,
+                 truths: np.ndarray, what: str, plot: int | None) -> dict[str, Any]:
+    """Print set ``i``'s coefficients and errors per order at each weight (and plot them)."""
+    sums = np.array([series.partial_sums(w)[i] for w in weights])  # [W, k+1]
+    deleted = np.flatnonzero(series.indicators[i])
+    print(f"{name} (|D| = {deleted.size}): coefficients "
+          f"{np.array2string(series.coefficients[i], precision=4)}")
+    header = "  ".join(f"err order {r}" for r in range(series.order + 1))
+    print(f"  w      retrained   {header}")
+    for w, truth, row in zip(weights, truths, sums):
+        print(f"  {w:4.2f}  {truth:11.6g}  " + "  ".join(f"{e:+11.3g}" for e in row - truth))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        grid = np.linspace(0.0, max(1.0, weights.max()), 101)
+        fine = np.array([series.partial_sums(w)[i] for w in grid])
+        stem = f"exact-{i}" if plot is None else f"exact-{plot}-{i}"
+        plot_curves(str(args.out / f"{stem}.png"), grid,
+                    {f"order {r}": (fine[:, r], None) for r in range(1, series.order + 1)},
+                    weights, truths, title=f"exact series, {name}", ylabel=what)
+    return {"name": name, "deleted": deleted.tolist(),
+            "coefficients": series.coefficients[i].tolist(), "weights": weights.tolist(),
+            "retrained": truths.tolist(), "partial_sums": sums.tolist()}
 
 
 def _run_stability(args: argparse.Namespace) -> int:
@@ -298,38 +336,48 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     sketch = load_sketch(args.sketch)
     kind, settings = _sketch_task(sketch)
     task = kind.build(settings)
-    measurement, what = kind.measurement(settings, args.measure_name)
+    measured = _measurements(kind, settings, args.measure_name)
     sets = _deletion_sets(args)
     with _cluster(args) as cluster:
-        return _evaluate_with(args, sketch, task, measurement, what, sets, cluster)
+        return _evaluate_with(args, sketch, task, measured, sets, cluster)
 
 
-def _evaluate_with(args: argparse.Namespace, sketch, task, measurement: Circuit, what: str,
+def _evaluate_with(args: argparse.Namespace, sketch, task, measured: list[tuple[Circuit, str]],
                    sets: list[tuple[str, Any]], cluster: Any) -> int:
+    """Reports, curves and LDS for every measurement, each retraining shared by all of them."""
     common = dict(backend=args.backend, batch_size=args.batch_size, progress=not args.quiet,
                   cluster=cluster)
-    report = evaluate_deletions(sketch, task, measurement, [d for _, d in sets],
-                                names=[name for name, _ in sets], delta=args.delta, **common)
-    print(f"measurement: {what}")
-    print(report.table())
-    result: dict[str, Any] = {"measurement": what, **report.to_dict()}
+    circuits = [m for m, _ in measured]
+    reports = evaluate_deletions(sketch, task, circuits, [d for _, d in sets],
+                                 names=[name for name, _ in sets], delta=args.delta, **common)
+    results: list[dict[str, Any]] = []
+    for report, (_, what) in zip(reports, measured):
+        print(f"measurement: {what}")
+        print(report.table())
+        results.append({"measurement": what, **report.to_dict()})
     weights = _weights(args.weights, np.array([]))
     if len(weights):
-        result["curves"] = []
+        for result in results:
+            result["curves"] = []
         for i, (name, deleted) in enumerate(sets):
-            curve = deletion_curve(sketch, task, measurement, deleted, weights, **common)
-            result["curves"].append({"name": name, **curve.to_dict()})
-            if args.out is not None:
-                args.out.mkdir(parents=True, exist_ok=True)
-                plot_deletion_curve(curve, str(args.out / f"curve-{i}.png"),
-                                    title=f"s = {sketch.s}, {name}", ylabel=what)
+            curves = deletion_curve(sketch, task, circuits, deleted, weights, **common)
+            for column, (curve, result) in enumerate(zip(curves, results)):
+                result["curves"].append({"name": name, **curve.to_dict()})
+                if args.out is not None:
+                    args.out.mkdir(parents=True, exist_ok=True)
+                    stem = f"curve-{i}" if len(measured) == 1 else f"curve-{column}-{i}"
+                    plot_deletion_curve(curve, str(args.out / f"{stem}.png"),
+                                        title=f"s = {sketch.s}, {name}",
+                                        ylabel=measured[column][1])
     if args.lds_subsets:
-        lds = linear_datamodeling_score(sketch, task, measurement, n_subsets=args.lds_subsets,
-                                        fraction=args.lds_fraction, seed=args.seed, **common)
-        print(f"LDS over {args.lds_subsets} random deletion sets of {args.lds_fraction:.0%}: "
-              f"{lds.lds:.3f} (first-order baseline {lds.lds_first_order:.3f})")
-        result["lds"] = lds.to_dict()
-    _write_json(args.out, "evaluate.json", result)
+        found = linear_datamodeling_score(sketch, task, circuits, n_subsets=args.lds_subsets,
+                                          fraction=args.lds_fraction, seed=args.seed, **common)
+        for lds, result in zip(found, results):
+            print(f"{result['measurement']}: LDS over {args.lds_subsets} random deletion sets of "
+                  f"{args.lds_fraction:.0%}: {lds.lds:.3f} (first-order baseline "
+                  f"{lds.lds_first_order:.3f})")
+            result["lds"] = lds.to_dict()
+    _write_json(args.out, "evaluate.json", _one_or_all(results))
     return 0
 
 
@@ -361,7 +409,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "with its standard error and a median-of-means interval.", **formatter)
     p.add_argument("--sketch", type=Path, required=True, metavar="PATH", help="sketch directory")
     _deletion_options(p)
-    _measure_options(p)
+    _measure_options(p, several=True)
     p.add_argument("--delta", type=float, default=0.05,
                    help="failure probability of the median-of-means interval")
     p.add_argument("--order", type=int, default=None, help="use orders 1..ORDER (default: all)")
@@ -376,7 +424,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "weights.", **formatter)
     _task_options(p)
     _deletion_options(p)
-    _measure_options(p)
+    _measure_options(p, several=True)
     p.add_argument("--order", type=int, default=6, help="Taylor order k")
     p.add_argument("--weights", default=None, metavar="W,W,...",
                    help="down-weights w to retrain at (default 0,0.1,...,1)")
@@ -407,7 +455,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         **formatter)
     p.add_argument("--sketch", type=Path, required=True, metavar="PATH", help="sketch directory")
     _deletion_options(p)
-    _measure_options(p)
+    _measure_options(p, several=True)
     p.add_argument("--delta", type=float, default=0.05, help="failure probability of the interval")
     p.add_argument("--weights", default=None, metavar="W,W,...",
                    help="also retrain at these down-weights w and plot the curve f(w 1_D)")

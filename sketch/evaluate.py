@@ -16,6 +16,10 @@ first-order baseline, deletion curves and the Linear Datamodeling Score.
   between predicted and retrained f(1_D) (dattri/TRAK report its mean over test measurements;
   here it is for one measurement). Spearman = Pearson correlation of the ranks, ties given
   their average rank (written with numpy, no scipy).
+* Several measurements (a list of circuits): every retraining is measured by all of them (one
+  training per block of down-weights, whatever the number of measurements), and each function
+  returns one result per measurement, in order.
+* ``backend=None`` is the fastest installed backend (``numba-cpu`` when Numba imports).
 """
 
 from __future__ import annotations
@@ -26,46 +30,57 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..backends import evaluate
+from ..backends import evaluate, resolve_backend
 from ..ir.circuit import Circuit
-from .predict import Prediction, check_measurement, deletion_sets, predict
-from .progress import ProgressBar
+from .predict import Prediction, check_measurement, deletion_sets, measurement_list, predict
+from .progress import ProgressBar, compile_note
 from .store import Sketch, check_task
 
 
-def retrained_values(task, measurement: Circuit, xs: np.ndarray, *, output: str | None = None,
-                     backend: str = "reference", batch_size: int = 16,
+def retrained_values(task, measurement: Circuit | Sequence[Circuit], xs: np.ndarray, *,
+                     output: Any = None, backend: str | None = None, batch_size: int = 16,
                      progress: bool = True, cluster: Any = None) -> np.ndarray:
-    """f(x) for every row x of ``xs`` ([R, n]) by really training: [R]."""
+    """f(x) for every row x of ``xs`` ([R, n]) by really training: [R] for one measurement,
+    [R, M] for a list of M measurements (each retraining measured by all of them)."""
+    backend = resolve_backend(backend)
+    measurements, outputs, single = measurement_list(measurement, output)
     shapes = {name: task.program.step.input_shapes[name] for name in task.state_names}
-    output = check_measurement(measurement, shapes, output)
+    outputs = [check_measurement(m, shapes, o) for m, o in zip(measurements, outputs)]
     xs = np.atleast_2d(np.asarray(xs, dtype=np.float64))
     blocks = [xs[first: first + batch_size] for first in range(0, len(xs), batch_size)]
-    values: list[np.ndarray] = [np.empty(0)] * len(blocks)
+    values: list[np.ndarray] = [np.empty((0, len(measurements)))] * len(blocks)
     with ProgressBar(len(blocks) * task.program.n_steps, label="retrain",
-                     enabled=progress) as bar:
+                     enabled=progress, note=None if cluster is not None else
+                     compile_note(backend, series=False, width=min(batch_size, len(xs)))) as bar:
         if cluster is None:
-            finished = ((i, measure_retrained(task, measurement, block, output, backend=backend,
+            finished = ((i, measure_retrained(task, measurements, block, outputs, backend=backend,
                                               progress=lambda step: bar.advance(1)))
                         for i, block in enumerate(blocks))
         else:
             from ..cluster.evaluate import blocks_on_cluster
 
-            finished = blocks_on_cluster(cluster, task, measurement, blocks, output, backend, bar)
+            finished = blocks_on_cluster(cluster, task, measurements, blocks, outputs, backend,
+                                         bar)
         with contextlib.closing(finished):  # stops the cluster's tasks if the driver stops
             for i, block_values in finished:
                 values[i] = block_values
-    return np.concatenate(values)
+    found = np.concatenate(values)
+    return found[:, 0] if single else found
 
 
-def measure_retrained(task, measurement: Circuit, block: np.ndarray, output: str, *,
-                      backend: str = "reference",
+def measure_retrained(task, measurement: Circuit | Sequence[Circuit], block: np.ndarray,
+                      output: Any, *, backend: str | None = None,
                       progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """f(x) for the rows x of ``block`` ([B, n]) in one batched retraining: float64 [B]."""
+    """f(x) for the rows x of ``block`` ([B, n]) in one batched retraining: float64 [B], or
+    [B, M] for a list of M measurements (``output``: one name per measurement)."""
+    measurements, outputs, single = measurement_list(measurement, output)
     final = task.retrain(block, batch=len(block), backend=backend, progress=progress)
-    inputs = {name: final[name] for name in measurement.input_shapes}
-    out = evaluate(measurement, inputs, batch=len(block), backend=backend)[output]
-    return np.asarray(out, dtype=np.float64).reshape(len(block))
+    columns = []
+    for m, name in zip(measurements, outputs):
+        inputs = {state: final[state] for state in m.input_shapes}
+        out = evaluate(m, inputs, batch=len(block), backend=backend)[name]
+        columns.append(np.asarray(out, dtype=np.float64).reshape(len(block)))
+    return columns[0] if single else np.stack(columns, axis=1)
 
 
 def default_s_values(s: int) -> tuple[int, ...]:
@@ -126,23 +141,29 @@ class DeletionReport:
                                                         self.order_errors(), self.s_errors())]}
 
 
-def evaluate_deletions(sketch: Sketch, task, measurement: Circuit, deleted: Any, *,
-                       names: Sequence[str] | None = None, s_values: Sequence[int] | None = None,
-                       delta: float = 0.05, order: int | None = None, output: str | None = None,
-                       backend: str = "reference", batch_size: int = 16,
-                       progress: bool = True, cluster: Any = None) -> DeletionReport:
+def evaluate_deletions(sketch: Sketch, task, measurement: Circuit | Sequence[Circuit],
+                       deleted: Any, *, names: Sequence[str] | None = None,
+                       s_values: Sequence[int] | None = None, delta: float = 0.05,
+                       order: int | None = None, output: Any = None, backend: str | None = None,
+                       batch_size: int = 16, progress: bool = True,
+                       cluster: Any = None) -> DeletionReport | list[DeletionReport]:
     """Predict f(1_D) for each set and retrain to compare (``deleted`` as in ``predict``);
-    ``cluster``: run the retrainings on Dask (see :func:`retrained_values`)."""
+    ``cluster``: run the retrainings on Dask (see :func:`retrained_values`). A list of
+    measurements gives one report each from the same retrainings."""
     check_task(sketch, task)
-    predictions = predict(sketch, measurement, deleted, delta=delta, order=order, output=output,
-                          task=task, backend=backend)
-    predictions = (predictions,) if isinstance(predictions, Prediction) else tuple(predictions)
+    backend = resolve_backend(backend)
+    measurements, outputs, single = measurement_list(measurement, output)
+    # the predictions first: they are cheap and check every argument before any retraining
+    predicted = [predict(sketch, m, deleted, delta=delta, order=order, output=name, task=task,
+                         backend=backend) for m, name in zip(measurements, outputs)]
     indicators, _ = deletion_sets(deleted, task.n_examples, task.example_labels)
-    truths = retrained_values(task, measurement, indicators, output=output, backend=backend,
+    truths = retrained_values(task, measurements, indicators, output=outputs, backend=backend,
                               batch_size=batch_size, progress=progress, cluster=cluster)
     s_values = tuple(s_values) if s_values is not None else default_s_values(sketch.s)
     names = tuple(names) if names is not None else tuple(f"set {i}" for i in range(len(truths)))
-    return DeletionReport(predictions, truths, s_values, names)
+    reports = [DeletionReport((p,) if isinstance(p, Prediction) else tuple(p), truths[:, column],
+                              s_values, names) for column, p in enumerate(predicted)]
+    return reports[0] if single else reports
 
 
 @dataclass(frozen=True)
@@ -163,21 +184,26 @@ class DeletionCurve:
                 "predictions": [p.to_dict() for p in self.predictions]}
 
 
-def deletion_curve(sketch: Sketch, task, measurement: Circuit, deleted: Any,
-                   weights: Sequence[float], *, output: str | None = None,
-                   backend: str = "reference", batch_size: int = 16,
-                   progress: bool = True, cluster: Any = None) -> DeletionCurve:
-    """f(w 1_D) predicted from the sketch and retrained, for one set D and each w in weights."""
+def deletion_curve(sketch: Sketch, task, measurement: Circuit | Sequence[Circuit], deleted: Any,
+                   weights: Sequence[float], *, output: Any = None, backend: str | None = None,
+                   batch_size: int = 16, progress: bool = True,
+                   cluster: Any = None) -> DeletionCurve | list[DeletionCurve]:
+    """f(w 1_D) predicted from the sketch and retrained, for one set D and each w in weights
+    (a list of measurements: one curve each from the same retrainings)."""
     check_task(sketch, task)
-    prediction = predict(sketch, measurement, deleted, output=output, task=task, backend=backend)
-    if not isinstance(prediction, Prediction):
-        raise ValueError("a deletion curve is for one deletion set; got a list of sets")
+    backend = resolve_backend(backend)
+    measurements, outputs, single = measurement_list(measurement, output)
     weights = np.asarray(weights, dtype=np.float64)
-    indicator, _ = deletion_sets(deleted, task.n_examples, task.example_labels)
-    truths = retrained_values(task, measurement, weights[:, None] * indicator, output=output,
+    indicator, one = deletion_sets(deleted, task.n_examples, task.example_labels)
+    if not one:
+        raise ValueError("a deletion curve is for one deletion set; got a list of sets")
+    predicted = [predict(sketch, m, deleted, output=name, task=task, backend=backend)
+                 for m, name in zip(measurements, outputs)]
+    truths = retrained_values(task, measurements, weights[:, None] * indicator, output=outputs,
                               backend=backend, batch_size=batch_size, progress=progress,
                               cluster=cluster)
-    return DeletionCurve(prediction, weights, truths)
+    curves = [DeletionCurve(p, weights, truths[:, column]) for column, p in enumerate(predicted)]
+    return curves[0] if single else curves
 
 
 # ---------------------------------------------------------------- Linear Datamodeling Score
@@ -234,24 +260,32 @@ def random_subsets(n: int, count: int, size: int, seed: int = 0) -> list[list[in
     return [sorted(rng.choice(n, size=size, replace=False).tolist()) for _ in range(count)]
 
 
-def linear_datamodeling_score(sketch: Sketch, task, measurement: Circuit, *, n_subsets: int = 32,
-                              fraction: float = 0.1, seed: int = 0, order: int | None = None,
-                              output: str | None = None, backend: str = "reference",
-                              batch_size: int = 16, progress: bool = True,
-                              coefficients: np.ndarray | None = None,
-                              cluster: Any = None) -> LdsResult:
-    """LDS of the sketch (and of the first-order baseline) over random deletion sets."""
+def linear_datamodeling_score(sketch: Sketch, task, measurement: Circuit | Sequence[Circuit], *,
+                              n_subsets: int = 32, fraction: float = 0.1, seed: int = 0,
+                              order: int | None = None, output: Any = None,
+                              backend: str | None = None, batch_size: int = 16,
+                              progress: bool = True, coefficients: np.ndarray | None = None,
+                              cluster: Any = None) -> LdsResult | list[LdsResult]:
+    """LDS of the sketch (and of the first-order baseline) over random deletion sets (a list of
+    measurements: one result each, from the same retrainings)."""
     check_task(sketch, task)
+    backend = resolve_backend(backend)
+    measurements, outputs, single = measurement_list(measurement, output)
+    if coefficients is not None and not single:
+        raise ValueError("coefficients= is for one measurement; got a list of measurements")
     size = max(1, int(round(fraction * task.n_examples)))
     subsets = random_subsets(task.n_examples, n_subsets, size, seed)
-    predictions = predict(sketch, measurement, subsets, order=order, output=output, task=task,
-                          backend=backend, coefficients=coefficients)
+    predicted = [predict(sketch, m, subsets, order=order, output=name, task=task,
+                         backend=backend, coefficients=coefficients)
+                 for m, name in zip(measurements, outputs)]
     indicators, _ = deletion_sets(subsets, task.n_examples, task.example_labels)
-    truths = retrained_values(task, measurement, indicators, output=output, backend=backend,
+    truths = retrained_values(task, measurements, indicators, output=outputs, backend=backend,
                               batch_size=batch_size, progress=progress, cluster=cluster)
-    return LdsResult(tuple(tuple(s) for s in subsets), truths,
-                     np.array([p.estimate for p in predictions]),
-                     np.array([p.first_order for p in predictions]))
+    results = [LdsResult(tuple(tuple(s) for s in subsets), truths[:, column],
+                         np.array([p.estimate for p in predictions]),
+                         np.array([p.first_order for p in predictions]))
+               for column, predictions in enumerate(predicted)]
+    return results[0] if single else results
 
 
 # ---------------------------------------------------------------- plots

@@ -10,20 +10,23 @@ and the partial sums sum_{r<=R} a_{D,r} w^r approximate the retrained value f(w 
 D deleted) with only the truncation error. a_{D,r} is also exactly what the random-direction
 estimator's order-r term estimates in expectation (predict.py), which makes this mode the
 noise-free reference for it. Many sets run at once: the rows 1_{D_1}, ..., 1_{D_m} are a batch
-of directions of one lowered run (``batch_size`` sets per run).
+of directions of one lowered run (``batch_size`` sets per run). Many measurements (a list)
+share the training: each batch of sets trains once and every measurement is read off the same
+series-valued models.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..backends import resolve_backend
 from ..ir.circuit import Circuit
 from .precompute import lower_program, train_series
-from .predict import deletion_sets, lower_measurement, measure_series
-from .progress import ProgressBar
+from .predict import deletion_sets, lower_measurement, measure_series, measurement_list
+from .progress import ProgressBar, compile_note
 
 
 @dataclass(frozen=True)
@@ -51,36 +54,50 @@ class ExactSeries:
                 "deleted": [np.flatnonzero(v).tolist() for v in self.indicators]}
 
 
-def exact_series(task, deleted: Any, order: int, measurement: Circuit, *, output: str | None = None,
-                 backend: str = "reference", batch_size: int = 16,
-                 progress: bool = True) -> ExactSeries:
+def exact_series(task, deleted: Any, order: int, measurement: Circuit | Sequence[Circuit], *,
+                 output: Any = None, backend: str | None = None, batch_size: int = 16,
+                 progress: bool = True) -> ExactSeries | list[ExactSeries]:
     """Exact Taylor coefficients of w -> f(w 1_D) up to ``order`` for one set or a list of sets.
 
     ``deleted`` takes the forms :func:`~circuitsketch.sketch.predict` takes (indices, a
-    predicate over ``task.example_labels``, or a list of these).
+    predicate over ``task.example_labels``, or a list of these). ``measurement``: one circuit,
+    or a list of circuits, all read off one training run per batch of sets (then one
+    :class:`ExactSeries` per measurement, in order; ``output`` may be a list too).
+    ``backend``: None is the fastest installed.
     """
     if int(order) < 1 or int(batch_size) < 1:
         raise ValueError(f"need order >= 1 and batch_size >= 1, got {order} and {batch_size}")
+    backend = resolve_backend(backend)
+    measurements, outputs, single = measurement_list(measurement, output)
     shapes = {name: task.program.step.input_shapes[name] for name in task.state_names}
-    lowered_measurement, output = lower_measurement(measurement, order, shapes, output)
+    lowered_measurements = [lower_measurement(m, order, shapes, o)
+                            for m, o in zip(measurements, outputs)]
     indicators, _ = deletion_sets(deleted, task.n_examples, task.example_labels)
     lowered = lower_program(task, order)
-    keep = tuple(measurement.input_shapes)
+    keep = tuple(dict.fromkeys(name for m in measurements for name in m.input_shapes))
     batches = range(0, len(indicators), batch_size)
-    blocks = []
+    blocks: list[list[np.ndarray]] = [[] for _ in measurements]
     with ProgressBar(len(batches) * task.program.n_steps, label=f"exact series k={order}",
-                     enabled=progress) as bar:
+                     enabled=progress,
+                     note=compile_note(backend, series=True,
+                                      width=min(batch_size, len(indicators)))) as bar:
         for first in batches:
             states = train_series(task, lowered, indicators[first: first + batch_size], keep,
                                   backend=backend, progress=lambda step: bar.advance(1))
-            blocks.append(measure_series(lowered_measurement, output, states, backend=backend))
-    coefficients = np.concatenate(blocks)
+            for found, (lowered_measurement, name) in zip(blocks, lowered_measurements):
+                found.append(measure_series(lowered_measurement, name, states, backend=backend))
+    results = [ExactSeries(_real(np.concatenate(found)), indicators) for found in blocks]
+    return results[0] if single else results
+
+
+def _real(coefficients: np.ndarray) -> np.ndarray:
+    """The coefficients' real part, after checking they are real (real directions, real f)."""
     scale = 1e-9 * (1 + np.abs(coefficients.real).max())
     if np.abs(coefficients.imag).max() > scale:
         raise ArithmeticError("exact-series coefficients along real directions came out complex "
                               f"(max imaginary part {np.abs(coefficients.imag).max():.3g}): the "
                               "lowered program does not compute a real function")
-    return ExactSeries(coefficients.real.copy(), indicators)
+    return coefficients.real.copy()
 
 
 __all__ = ["ExactSeries", "exact_series"]

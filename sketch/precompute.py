@@ -30,11 +30,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..backends import run_program
+from ..backends import resolve_backend, run_program
 from ..ir.circuit import Program
 from ..passes.taylor import taylor
 from .directions import directions as make_directions
-from .progress import ProgressBar
+from .progress import ProgressBar, compile_note
 from .store import (PartialSketch, Sketch, SketchMismatchError, batch_ranges, load_sketch,
                     run_header)
 
@@ -45,7 +45,7 @@ def lower_program(task, order: int) -> Program:
 
 
 def train_series(task, lowered: Program, xs: np.ndarray, keep: Sequence[str], *,
-                 backend: str = "reference",
+                 backend: str | None = None,
                  progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """Train along x = z xs[b] for every row b of ``xs`` ([B, n], complex or real) in one run.
 
@@ -72,7 +72,7 @@ def train_series(task, lowered: Program, xs: np.ndarray, keep: Sequence[str], *,
 
 
 def compute_batch(task, lowered: Program, seed: int, first: int, count: int,
-                  keep: Sequence[str], *, backend: str = "reference",
+                  keep: Sequence[str], *, backend: str | None = None,
                   progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
     """The shard of directions j = first .. first+count-1: state name -> complex128
     ``[count, k+1, *shape]``, computed from (task, lowered, seed, j) alone."""
@@ -90,7 +90,7 @@ def default_state_names(task) -> tuple[str, ...]:
 
 
 def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: int = 32,
-               backend: str = "reference", path: str | os.PathLike | None = None,
+               backend: str | None = None, path: str | os.PathLike | None = None,
                progress: bool = True, resume: bool = True, keep: Sequence[str] | None = None,
                info: Mapping[str, Any] | None = None, cluster: Any = None) -> Sketch:
     """Sketch ``task``'s training with ``directions`` random directions at Taylor order ``order``.
@@ -100,10 +100,13 @@ def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: 
     there it is loaded instead. ``info``: free-form JSON stored with the sketch. ``cluster``:
     run the batches as Dask tasks on a ``dask.distributed.Client``, a scheduler address, or an
     int number of local worker processes (see ``circuitsketch.cluster.connect``).
+    ``backend``: None is the fastest installed (``numba-cpu`` when Numba imports, else
+    ``reference``).
     """
     if int(directions) < 1 or int(order) < 1 or int(batch_size) < 1:
         raise ValueError(f"need directions >= 1, order >= 1 and batch_size >= 1; got "
                          f"directions={directions}, order={order}, batch_size={batch_size}")
+    backend = resolve_backend(backend)  # here, not on the workers: they may differ
     if cluster is not None:
         from ..cluster.connect import require_dask
 
@@ -123,7 +126,9 @@ def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: 
     parts: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     steps = task.program.n_steps
     with ProgressBar(len(batches) * steps, label=f"precompute k={order}",
-                     enabled=progress) as bar:
+                     enabled=progress, note=None if cluster is not None else
+                     compile_note(backend, series=True,
+                                  width=max(2, min(batch_size, directions)))) as bar:
         for first, count in batches:
             arrays = work.shard(first, count) if work is not None else None
             if arrays is not None:

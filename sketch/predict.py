@@ -31,6 +31,11 @@ when s < 8 ln(1/delta) the groups are single directions and the guarantee is wea
 interval covers the order-k Taylor polynomial, not the truncation error.
 
 Many deletion sets for one measurement share the c_{j,r}: they are computed once per call.
+Several measurements (a list) give one result per measurement, in order.
+
+Backends: ``backend=None`` (the default here and in the rest of ``circuitsketch.sketch``) is
+the fastest one installed (``numba-cpu`` when Numba imports, else ``reference``); pass
+``backend="reference"`` for the numpy interpreter that defines the semantics.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..backends import evaluate
+from ..backends import evaluate, resolve_backend
 from ..frontends.task import deletion_vector
 from ..ir.circuit import Circuit
 from ..passes.taylor import taylor
@@ -96,8 +101,27 @@ def lower_measurement(measurement: Circuit, order: int, state_shapes: Mapping[st
     return lowered, output
 
 
+def measurement_list(measurement: Circuit | Sequence[Circuit], output: Any = None
+                     ) -> tuple[list[Circuit], list[str | None], bool]:
+    """One measurement or a list of them, with their outputs (None, one name, or one per
+    measurement); also whether a single circuit was given."""
+    if isinstance(measurement, Circuit):
+        if output is not None and not isinstance(output, str):
+            raise ValueError(f"one measurement takes one output name, got {output!r}")
+        return [measurement], [output], True
+    measurements = list(measurement)
+    if not measurements or not all(isinstance(m, Circuit) for m in measurements):
+        raise ValueError("measurement must be a Circuit or a non-empty list of Circuits, got "
+                         f"{type(measurement).__name__}")
+    outputs = [output] * len(measurements) if output is None or isinstance(output, str) else \
+        list(output)
+    if len(outputs) != len(measurements):
+        raise ValueError(f"{len(outputs)} output names for {len(measurements)} measurements")
+    return measurements, outputs, False
+
+
 def measure_series(lowered: Circuit, output: str, states: Mapping[str, np.ndarray], *,
-                   backend: str = "reference") -> np.ndarray:
+                   backend: str | None = None) -> np.ndarray:
     """phi on series-valued models: ``states[name]`` is ``[B, k+1, *shape]``; returns [B, k+1]."""
     inputs = {name: states[name] for name in lowered.input_shapes}
     batch = next(iter(inputs.values())).shape[0]
@@ -107,7 +131,7 @@ def measure_series(lowered: Circuit, output: str, states: Mapping[str, np.ndarra
 
 def measurement_coefficients(sketch: Sketch, measurement: Circuit, *, order: int | None = None,
                              output: str | None = None, batch_size: int = 64,
-                             backend: str = "reference") -> np.ndarray:
+                             backend: str | None = None) -> np.ndarray:
     """c_{j,r} for every stored direction j and r = 0..order: complex ``[s, order+1]``."""
     order = _checked_order(sketch, order)
     lowered, output = lower_measurement(measurement, order, sketch.state_shapes, output)
@@ -288,17 +312,28 @@ class Prediction:
         return "\n".join(lines)
 
 
-def predict(sketch: Sketch, measurement: Circuit, deleted: Any, *, delta: float = 0.05,
-            order: int | None = None, output: str | None = None, task=None,
-            backend: str = "reference", batch_size: int = 64,
-            coefficients: np.ndarray | None = None) -> Prediction | list[Prediction]:
+def predict(sketch: Sketch, measurement: Circuit | Sequence[Circuit], deleted: Any, *,
+            delta: float = 0.05, order: int | None = None, output: Any = None, task=None,
+            backend: str | None = None, batch_size: int = 64,
+            coefficients: np.ndarray | None = None) -> Any:
     """Estimate phi(A_{1_D}) for one deletion set D or for each of a list of sets.
 
     ``deleted``: example indices, a predicate over example labels, or a list of these (one
-    :class:`Prediction` each, sharing the c_{j,r}). ``order``: use orders 1..order of the sketch
-    (default all). ``task``: check the sketch was made for it and take its labels.
-    ``coefficients``: c_{j,r} from :func:`measurement_coefficients`, to reuse across calls.
+    :class:`Prediction` each, sharing the c_{j,r}). ``measurement``: one circuit, or a list of
+    circuits (then a list with one result per measurement; ``output`` may be a list too).
+    ``order``: use orders 1..order of the sketch (default all). ``task``: check the sketch was
+    made for it and take its labels. ``coefficients``: c_{j,r} from
+    :func:`measurement_coefficients`, to reuse across calls (one measurement only).
+    ``backend``: None is the fastest installed (module doc).
     """
+    measurements, outputs, single = measurement_list(measurement, output)
+    if not single:
+        if coefficients is not None:
+            raise ValueError("coefficients= is for one measurement; got a list of measurements")
+        return [predict(sketch, m, deleted, delta=delta, order=order, output=o, task=task,
+                        backend=backend, batch_size=batch_size)
+                for m, o in zip(measurements, outputs)]
+    backend = resolve_backend(backend)
     order = _checked_order(sketch, order)
     _check_delta(delta)
     labels = sketch.example_labels
@@ -322,5 +357,5 @@ def predict(sketch: Sketch, measurement: Circuit, deleted: Any, *, delta: float 
 
 
 __all__ = ["Prediction", "check_measurement", "deletion_sets", "lower_measurement",
-           "measure_series", "measurement_coefficients", "median_of_means", "order_samples",
+           "measure_series", "measurement_coefficients", "measurement_list", "median_of_means", "order_samples",
            "predict"]

@@ -3,8 +3,11 @@
 Contract: ``ProgressBar(total, label=...)`` counts work units (e.g. training steps over all
 batches of directions). ``advance(units)`` records finished work, ``skip(units)`` records work
 that needed no computing (shards found on resume): skipped units move the bar but are left out
-of the rate, so the ETA reflects the real speed. ETA = remaining units / (computed units /
-elapsed seconds). On a terminal the bar redraws in place (``\\r``) at most every
+of the rate, so the ETA reflects the real speed. The first ``advance`` is left out too: it
+includes the one-off costs (lowering, tapes, kernel compilation), which would make the ETA of
+a one-minute job read hours. ETA = remaining units / rate, rate = units computed after the
+first advance / seconds since it; unknown (``?``) until a second advance. ``note`` (e.g.
+:func:`compile_note`) is shown from the start until the first advance. On a terminal the bar redraws in place (``\\r``) at most every
 ``min_interval`` seconds; elsewhere (logs, pipes) it prints one line at most every
 ``log_interval`` seconds. ``close()`` prints the final state and a newline.
 """
@@ -14,6 +17,17 @@ from __future__ import annotations
 import sys
 import time
 from typing import TextIO
+
+#: what the bar says while a first run on a machine compiles its kernels
+COMPILING = "compiling kernels (first run on this machine)"
+
+
+def compile_note(backend: str | None, *, series: bool, width: int | None = None) -> str | None:
+    """:data:`COMPILING` if a run on ``backend`` (Taylor if ``series``, batch ``width``) will
+    compile kernels first, else None."""
+    from ..backends import kernels_cached
+
+    return None if kernels_cached(backend, series=series, width=width) else COMPILING
 
 
 def format_seconds(seconds: float) -> str:
@@ -31,7 +45,8 @@ class ProgressBar:
 
     def __init__(self, total: int, *, label: str = "", unit: str = "steps",
                  stream: TextIO | None = None, enabled: bool = True, width: int = 24,
-                 min_interval: float = 0.1, log_interval: float = 5.0) -> None:
+                 min_interval: float = 0.1, log_interval: float = 5.0,
+                 note: str | None = None) -> None:
         self.total = max(int(total), 0)
         self.label = label
         self.unit = unit
@@ -46,11 +61,18 @@ class ProgressBar:
         self._interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._interval = min_interval if self._interactive else log_interval
         self._closed = False
+        self.note = note
+        self._first: tuple[float, int] | None = None  # (time, computed) after the first advance
+        if note:
+            self._draw(force=True)
 
     def advance(self, units: int = 1) -> None:
         """Record ``units`` of computed work."""
         self.done += units
         self.computed += units
+        if self._first is None:
+            self._first = (time.monotonic(), self.computed)
+            self.note = None
         self._draw()
 
     def skip(self, units: int) -> None:
@@ -59,18 +81,23 @@ class ProgressBar:
         self._draw()
 
     def eta_seconds(self) -> float:
-        elapsed = time.monotonic() - self._start
-        if self.computed == 0 or elapsed <= 0:
+        """Seconds left at the rate measured after the first advance (NaN until a second)."""
+        if self._first is None:
             return float("nan")
-        return (self.total - self.done) * elapsed / self.computed
+        since, first_units = self._first
+        elapsed, units = time.monotonic() - since, self.computed - first_units
+        if units <= 0 or elapsed <= 0:
+            return float("nan")
+        return (self.total - self.done) * elapsed / units
 
     def line(self) -> str:
         fraction = self.done / self.total if self.total else 1.0
         filled = int(round(self.width * min(fraction, 1.0)))
         bar = "#" * filled + "." * (self.width - filled)
         elapsed = format_seconds(time.monotonic() - self._start)
+        state = (self.note if self.note else f"ETA {format_seconds(self.eta_seconds())}")
         return (f"{self.label} [{bar}] {100 * fraction:3.0f}% {self.done}/{self.total} {self.unit}"
-                f" elapsed {elapsed} ETA {format_seconds(self.eta_seconds())}").lstrip()
+                f" elapsed {elapsed} {state}").lstrip()
 
     def _draw(self, force: bool = False) -> None:
         if not self.enabled or self._closed:
@@ -102,4 +129,4 @@ class ProgressBar:
         self.close()
 
 
-__all__ = ["ProgressBar", "format_seconds"]
+__all__ = ["COMPILING", "ProgressBar", "compile_note", "format_seconds"]

@@ -66,8 +66,9 @@ class StabilityProfile:
 
 
 def stability_profile(sketch: Sketch, measurement: Circuit, *, output: str | None = None,
-                      backend: str = "reference") -> StabilityProfile:
-    """L_{j,r} for every direction of ``sketch`` (precompute a few directions at a high order)."""
+                      backend: str | None = None) -> StabilityProfile:
+    """L_{j,r} for every direction of ``sketch`` (precompute a few directions at a high order);
+    ``backend``: None is the fastest installed (``numba-cpu`` when Numba imports)."""
     coefficients = measurement_coefficients(sketch, measurement, output=output, backend=backend)
     with np.errstate(divide="ignore"):  # an exactly zero coefficient is log2 0 = -inf
         logs = np.log2(np.abs(coefficients))

@@ -19,12 +19,46 @@ def test_eta_uses_only_computed_work(monkeypatch):
     stream = io.StringIO()
     bar = ProgressBar(100, label="job", stream=stream, log_interval=0.0)
     bar.skip(50)                      # resumed work: instant, not part of the rate
-    clock.now += 10.0
-    bar.advance(10)                   # 10 units in 10 s -> 1 unit/s, 40 left
+    clock.now += 3.0
+    bar.advance(1)                    # the first step: one-off costs, not part of the rate
+    clock.now += 9.0
+    bar.advance(9)                    # 9 units in 9 s -> 1 unit/s, 40 left
     assert bar.eta_seconds() == 40.0
     assert "job [" in stream.getvalue() and "60/100 steps" in stream.getvalue()
     assert "ETA 0:40" in stream.getvalue().splitlines()[-1]
     bar.close()
+
+
+def test_eta_leaves_out_the_slow_first_step(monkeypatch):
+    """A 200-step job whose first step compiles for 37 s and whose other steps take 0.2 s: the
+    ETA is the remaining steps at 0.2 s, not hours; unknown before a second step."""
+    clock = FakeClock()
+    monkeypatch.setattr("circuitsketch.sketch.progress.time.monotonic", clock)
+    stream = io.StringIO()
+    bar = ProgressBar(200, label="job", stream=stream, log_interval=0.0,
+                      note="compiling kernels (first run on this machine)")
+    first = stream.getvalue().splitlines()
+    assert len(first) == 1 and first[0].endswith("0/200 steps elapsed 0:00 compiling kernels "
+                                                 "(first run on this machine)")
+    clock.now += 37.0
+    bar.advance(1)
+    assert bar.eta_seconds() != bar.eta_seconds()  # NaN: no rate yet
+    assert stream.getvalue().splitlines()[-1].endswith("ETA ?")
+    for _ in range(9):
+        clock.now += 0.2
+        bar.advance(1)
+    assert abs(bar.eta_seconds() - 190 * 0.2) < 1e-9
+    assert "compiling" not in stream.getvalue().splitlines()[-1]
+    bar.close()
+
+
+def test_compile_note_follows_the_kernel_cache(monkeypatch, tmp_path):
+    from circuitsketch.sketch.progress import COMPILING, compile_note
+
+    assert compile_note("reference", series=True) is None       # nothing to compile
+    monkeypatch.setenv("CIRCUITSKETCH_CACHE", str(tmp_path))     # a machine with no kernels
+    assert compile_note("numba-cpu", series=True, width=64) == COMPILING
+    assert compile_note("numba-cpu", series=False, width=3) == COMPILING
 
 
 def test_disabled_bar_writes_nothing_and_log_output_is_throttled(monkeypatch):
