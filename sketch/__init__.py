@@ -7,9 +7,10 @@ effect of deleting any set of training examples on any measurement, without retr
     print(estimate)            # f(0), each order's term +- s.e., f_hat(1_D), an interval
 
 Modules: ``directions`` (psi_j from (seed, j)), ``precompute``, ``store`` (on-disk format),
-``predict`` (the estimator), ``exact`` (exact series along known sets), ``stability``
+``predict`` (the estimator), ``exact`` (exact series along known sets), ``scores`` (exact
+per-example first-order scores by reverse mode through the run), ``stability``
 (Taylor-norm growth), ``evaluate`` (retraining, per-order/per-s errors, LDS), ``progress``,
-``cli`` (the ``precompute | predict | exact | stability | evaluate`` subcommands).
+``cli`` (the ``precompute | predict | exact | stability | evaluate | scores`` subcommands).
 """
 
 from .directions import direction, directions
@@ -18,6 +19,7 @@ from .evaluate import (DeletionCurve, DeletionReport, LdsResult, deletion_curve,
 from .exact import ExactSeries, exact_series
 from .precompute import precompute
 from .predict import Prediction, measurement_coefficients, predict
+from .scores import Scores, influence_scores, scores
 from .stability import StabilityProfile, plot_stability, stability_profile
 from .store import Sketch, SketchFormatError, SketchMismatchError, load_sketch, save_sketch
 
@@ -26,4 +28,4 @@ __all__ = ["DeletionCurve", "DeletionReport", "ExactSeries", "LdsResult", "Predi
            "direction", "directions", "evaluate_deletions", "exact_series",
            "linear_datamodeling_score", "load_sketch", "measurement_coefficients",
            "plot_stability", "precompute", "predict", "retrained_values", "save_sketch",
-           "spearman", "stability_profile"]
+           "Scores", "influence_scores", "scores", "spearman", "stability_profile"]
