@@ -1,0 +1,84 @@
+"""Imports run one way through the layers (docs/architecture.md):
+
+    ir -> semantics -> passes -> backends -> frontends -> sketch, active -> cluster -> the CLI
+
+A module may import its own layer or any layer below it, never one above, and not from inside a
+function to dodge the rule. Command-line modules (``cli.py`` in any package, ``*_cli.py``) wire
+the layers together and belong to the top layer. The test reads every module's imports (top-level and inside
+functions) with ``ast``; ``KNOWN_UPWARD`` lists the imports that still go the wrong way, each
+with the issue that removes it, so the list can only shrink.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYERS = {"ir": 0, "semantics": 1, "passes": 2, "backends": 3, "frontends": 4, "sketch": 5,
+          "active": 5, "cluster": 6}
+TOP = 7  # cli.py, demo.py, __init__.py: the command line and the public API
+
+#: (importing module, imported layer): upward imports that remain, with why
+KNOWN_UPWARD = {
+    ("sketch/precompute.py", "cluster"),  # issue 13: cluster becomes a generic task service
+    ("sketch/evaluate.py", "cluster"),    # issue 13
+    ("backends/emit.py", "frontends"),    # the emit command's CLI part: moves to a *_cli module
+    ("backends/emit.py", "cli"),          # the same
+}
+
+
+def _layer_of(parts: tuple[str, ...]) -> int:
+    if len(parts) == 1 or parts[-1] == "cli.py" or parts[-1].endswith("_cli.py"):
+        return TOP
+    return LAYERS.get(parts[0], TOP)
+
+
+def _imported_layers(path: Path) -> set[tuple[str, int]]:
+    """(imported top-level package, its layer) for every circuitsketch import in ``path``."""
+    tree = ast.parse(path.read_text())
+    own = path.relative_to(ROOT).parts
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = own[:len(own) - node.level]
+            target = base + tuple((node.module or "").split(".")) if node.module else base
+            if not target or not target[0]:
+                continue
+            if target[0] in LAYERS:
+                found.add((target[0], LAYERS[target[0]]))
+            elif node.module is None:  # "from .. import x": x may be a layer package
+                for alias in node.names:
+                    if not base and alias.name in LAYERS:
+                        found.add((alias.name, LAYERS[alias.name]))
+            else:
+                found.add((target[0], TOP))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("circuitsketch."):
+            first = node.module.split(".")[1]
+            found.add((first, LAYERS.get(first, TOP)))
+    return found
+
+
+def _modules():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in ("tests", "benchmarks", ".venv", "docs", "build") or rel.parts[0].startswith("."):
+            continue
+        yield rel, path
+
+
+def test_imports_run_one_way_through_the_layers():
+    upward = []
+    for rel, path in _modules():
+        own = _layer_of(rel.parts)
+        for package, layer in _imported_layers(path):
+            if layer > own and (rel.as_posix(), package) not in KNOWN_UPWARD:
+                upward.append(f"{rel.as_posix()} imports {package} (layer {layer} > {own})")
+    assert not upward, "imports against the layer order:\n" + "\n".join(sorted(upward))
+
+
+def test_known_upward_imports_still_exist():
+    """An entry of KNOWN_UPWARD that was fixed must leave the list (it can only shrink)."""
+    present = {(rel.as_posix(), package) for rel, path in _modules()
+               for package, _ in _imported_layers(path)}
+    assert KNOWN_UPWARD <= present, f"fixed, remove from KNOWN_UPWARD: {KNOWN_UPWARD - present}"
