@@ -32,7 +32,7 @@ import numpy as np
 from ..ir.circuit import Circuit, Program
 from ..ir.ops import Op
 from . import kernel_source as ks
-from .reference import EvaluationError
+from ..semantics.errors import EvaluationError, KinkError
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,8 @@ class Tape:
         eqn = self.circuit.eqns[node]
         p = eqn.attr("p") if eqn.op is Op.POW else 0.5
         message, kink = ks.ERRORS[code]
-        error = _kink_error() if kink else EvaluationError
+        error = KinkError if kink else EvaluationError
         return error(f"{self.circuit.describe(node)}: {message.format(p=p, op=eqn.op.value)}")
-
-
-def _kink_error() -> type:
-    from ..passes.taylor import KinkError  # the Taylor pass owns the kink semantics
-
-    return KinkError
 
 
 class _Planner:
