@@ -31,8 +31,8 @@ import numpy as np
 
 from ..ir.circuit import Circuit, Program
 from ..ir.ops import Op
-from . import kernel_source as ks
 from ..semantics.errors import EvaluationError, KinkError
+from . import kernel_source as ks
 
 
 @dataclass(frozen=True)
