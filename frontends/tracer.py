@@ -642,6 +642,18 @@ def _check_advanced_adjacent(items: list[tuple[str, Any]]) -> None:
                            "reorder axes in numpy; index in two steps")
 
 
+def _slice_bounds(k: slice, size: int) -> tuple[int, int, int]:
+    """(start, stop, step) of a slice with step >= 1 on an axis of ``size``, with
+    0 <= start <= stop <= size (negative and missing bounds resolved as numpy does)."""
+    if not all(b is None or isinstance(b, (int, np.integer, Value, Tensor))
+               for b in (k.start, k.stop, k.step)):
+        raise _trace_error("indexing", f"slice bounds must be ints or None, got {k}")
+    if k.step is not None and (isinstance(k.step, (Value, Tensor)) or k.step < 1):
+        raise _trace_error("indexing", f"slice step {k.step!r} is not supported (steps >= 1 only)")
+    start, stop, step = k.indices(size)  # a traced bound raises TraceError through __index__
+    return start, max(start, stop), step
+
+
 def _getitem(x: Tensor, key: Any) -> Tensor:
     """Basic indexing as slice + reshape; one integer-array index as a take along its axis."""
     items = _expand_key(x, key)
@@ -660,10 +672,7 @@ def _getitem(x: Tensor, key: Any) -> Tensor:
                 raise _shape_error("indexing", f"index {int(k)} is out of bounds for axis {axis} with size {d}")
             start[axis], stop[axis] = int(k) % d, int(k) % d + 1
         elif kind == "slice":
-            if k.step is not None and (not isinstance(k.step, (int, np.integer)) or k.step < 1):
-                raise _trace_error("indexing", f"slice step {k.step!r} is not supported (steps >= 1 only)")
-            lo, hi, st = k.indices(d)
-            start[axis], stop[axis], step[axis] = lo, max(lo, hi), st
+            start[axis], stop[axis], step[axis] = _slice_bounds(k, d)
             layout.append(("keep", axis))
         else:
             gather = (axis, k)
@@ -887,6 +896,10 @@ def trace_program(step: Callable[..., Mapping[str, Any]], /, *, n_steps: int,
     ``inputs="tensors"``, Tensors); it returns a dict holding the new value of every state
     entry (extra entries become extra outputs).
     """
+    for what, value, least in (("n_steps", n_steps, 0),
+                               ("examples_per_step", examples_per_step, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+            raise ValueError(f"trace_program: {what} must be an integer >= {least}, got {value!r}")
     per_step, static = dict(per_step or {}), dict(static or {})
     shapes: dict[str, Shape] = {**state, **per_step, **static}
     if weight is not None:

@@ -481,3 +481,17 @@ def test_a_computed_index_is_data_but_a_constant_one_is_checked():
     with pytest.raises(TraceError, match="indices must be integers") as info:
         cs.trace(constant_index, inputs="tensors", x=(3, 2))
     assert line_of("constant index list") in str(info.value)
+
+
+def test_slice_bounds_must_be_ints():
+    def float_bound(x):
+        return x[0.5:]  # <- float bound
+
+    def traced_bound(x):
+        return x[: x[0, 0]]  # <- traced bound
+    with pytest.raises(TraceError, match="slice bounds must be ints") as info:
+        cs.trace(float_bound, inputs="tensors", x=(3, 2))
+    assert line_of("float bound") in str(info.value)
+    with pytest.raises(TraceError, match="conversion of traced") as info:
+        cs.trace(traced_bound, inputs="tensors", x=(3, 2))
+    assert line_of("traced bound") in str(info.value)
