@@ -43,9 +43,6 @@ from .tracer import einsum, exp, gelu, grad, log, stop_gradient, trace, trace_pr
 #: added to the attention score of a future key: exp of it underflows to exactly 0.0
 _MASKED = -1e30
 
-#: per-step data of the array step (``tokens``/``targets`` hold integer ids as floats)
-PER_STEP = ("tokens", "targets", "mask", "inv_n", "lr", "bias1", "bias2")
-
 
 def _rmsnorm(x, eps: float):
     """x · (mean(x²) + eps)^(-1/2) along the last axis (one scale per position)."""
@@ -105,7 +102,7 @@ def trace_step_program_array(config: MicrogptConfig, vocab_size: int, n_steps: i
     ``n_steps`` times.
 
     Its carried state has the names and shapes of :func:`.microgpt.trace_step_program`'s; its
-    per-step data is :data:`PER_STEP` (see :func:`step_arrays_array`)."""
+    per-step data is :func:`step_arrays_array`'s."""
     step = _traced_step(replace(config, n_steps=1), vocab_size)
     return Program(step.step, n_steps, step.carry, step.per_step, step.weight)
 
