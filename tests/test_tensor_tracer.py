@@ -495,3 +495,16 @@ def test_slice_bounds_must_be_ints():
     with pytest.raises(TraceError, match="conversion of traced") as info:
         cs.trace(traced_bound, inputs="tensors", x=(3, 2))
     assert line_of("traced bound") in str(info.value)
+
+
+def test_bad_traced_indices_are_caught_at_run_time_naming_the_line():
+    """A Tensor index is data: its values are checked when the circuit runs."""
+    from circuitsketch.backends.reference import EvaluationError
+
+    def lookup(table, tokens):
+        return table[tokens]  # <- traced lookup
+    circuit = cs.trace(lookup, inputs="tensors", table=(3, 2), tokens=(2,))
+    for tokens, words in (([0.5, 1.0], "non-integer"), ([3.0, 0.0], "out of range")):
+        with pytest.raises(EvaluationError, match=words) as info:
+            evaluate(circuit, {"table": data((3, 2)), "tokens": np.array(tokens)})
+        assert line_of("traced lookup") in str(info.value)
