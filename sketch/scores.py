@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..backends import BACKENDS, evaluate
-from ..ir.circuit import Builder, Circuit, Output, Program, copy_into
+from ..ir.circuit import Builder, Circuit, Output, Program, copy_into, make_attrs
 from ..ir.ops import Op
 from ..passes.grad import grad
 from ..passes.simplify import dce
@@ -46,9 +47,16 @@ from .progress import ProgressBar
 ADJOINT = "adjoint."
 
 
-def fastest_backend() -> str:
-    """``numba-cpu`` when Numba is installed (scalar circuits run far faster), else ``reference``."""
-    return "numba-cpu" if importlib.util.find_spec("numba") is not None else "reference"
+def choose_backend(program: Program, backend: str | None) -> str:
+    """``backend`` checked, or by default the fastest that runs the program: ``numba-cpu`` when
+    Numba is installed and the step is a scalar circuit (it runs those far faster; it has no
+    array kernels yet), else ``reference``."""
+    if backend is None:
+        fast = importlib.util.find_spec("numba") is not None and program.step.is_scalar
+        return "numba-cpu" if fast else "reference"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    return backend
 
 
 # ---------------------------------------------------------------- the circuits
@@ -60,7 +68,8 @@ def step_vjp(program: Program) -> Circuit:
     Outputs: ``adjoint.<state>`` = (d new_state / d state)^T adjoint for every carried state and
     ``adjoint.<weight>`` = (d new_state / d weight)^T adjoint, i.e. the gradient of the pairing
     sum_s <adjoint_s, new_state_s> with respect to the state and the down-weights (``grad`` of a
-    copy of the step extended by the pairing, keeping only those outputs).
+    copy of the step extended by the pairing, keeping only those outputs). Scalar-traced and
+    array steps alike (an adjoint input reads as its state's output is written).
     """
     step = program.step
     if program.weight is None:
@@ -69,21 +78,46 @@ def step_vjp(program: Program) -> Circuit:
     builder = Builder()
     builder.inputs = dict(shapes)
     remap = copy_into(builder, step)
-    pairs = []
-    for name in program.carry:
-        out = step.output(name)
-        if out.is_array(step.eqns):
-            raise NotImplementedError(f"state {name!r} is one array node: per-example scores "
-                                      "take scalar-traced programs for now")
-        adjoint = builder.input(ADJOINT + name, shapes[name])
-        pairs += zip(adjoint, (remap[node] for node in out.nodes))
-    pairing = builder.add(Op.DOT, tuple(a for a, _ in pairs) + tuple(b for _, b in pairs))
-    builder.output("pairing", [pairing], ())
+    builder.output("pairing", [_pairing(builder, step, program.carry, remap)], ())
     wrt = list(program.carry) + [program.weight]
     full = grad(builder.build(), "pairing", wrt=wrt)
     outputs = tuple(Output(ADJOINT + name, shapes[name], full.output(f"dpairing/d{name}").nodes)
                     for name in wrt)
     return dce(Circuit(full.eqns, full.inputs, outputs))
+
+
+_VJPS: dict[tuple, tuple[weakref.ref, Circuit]] = {}
+
+
+def _cached_vjp(program: Program) -> Circuit:
+    """:func:`step_vjp` once per step circuit object and loop roles (building and verifying it
+    takes seconds for microgpt, and the backends compile a circuit once per object)."""
+    key = (id(program.step), program.carry, program.weight)
+    hit = _VJPS.get(key)
+    if hit is not None and hit[0]() is program.step:
+        return hit[1]
+    vjp = step_vjp(program)
+    _VJPS[key] = (weakref.ref(program.step, lambda _, key=key: _VJPS.pop(key, None)), vjp)
+    return vjp
+
+
+def _pairing(builder: Builder, step: Circuit, carry: Sequence[str], remap: list[int]) -> int:
+    """sum_s <adjoint_s, new_state_s> over fresh ``adjoint.<s>`` inputs: one fused dot over the
+    0-d element nodes of scalar-traced states, a multiply and a full reduce_sum per array node."""
+    pairs, terms = [], []
+    for name in carry:
+        out, shape = step.output(name), step.input_shapes[name]
+        if out.is_array(step.eqns):
+            adjoint = builder.input_array(ADJOINT + name, shape)
+            product = builder.add(Op.MUL, (adjoint, remap[out.nodes[0]]))
+            terms.append(builder.add(Op.REDUCE_SUM, (product,),
+                                     make_attrs(axes=tuple(range(len(shape))))))
+        else:
+            adjoint = builder.input(ADJOINT + name, shape)
+            pairs += zip(adjoint, (remap[node] for node in out.nodes))
+    if pairs:
+        terms.append(builder.add(Op.DOT, tuple(a for a, _ in pairs) + tuple(b for _, b in pairs)))
+    return terms[0] if len(terms) == 1 else builder.add(Op.SUM, tuple(terms))
 
 
 def _measurement_gradient(measurement: Circuit, output: str) -> Circuit:
@@ -213,9 +247,7 @@ def influence_scores(task, measurements: Circuit | Sequence[Circuit], *,
     outputs = [None] * len(measurements) if outputs is None else list(outputs)
     if len(outputs) != len(measurements):
         raise ValueError(f"{len(outputs)} output names for {len(measurements)} measurements")
-    backend = fastest_backend() if backend is None else backend
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    backend = choose_backend(task.program, backend)
     n_steps = task.program.n_steps
     every = max(1, math.ceil(math.sqrt(n_steps))) if checkpoint_every is None \
         else int(checkpoint_every)
@@ -224,7 +256,7 @@ def influence_scores(task, measurements: Circuit | Sequence[Circuit], *,
     shapes = {name: task.program.step.input_shapes[name] for name in task.state_names}
     for measurement, output in zip(measurements, outputs):  # before any training
         check_measurement(measurement, shapes, output)
-    loop = _Loop(task, step_vjp(task.program), backend, np.zeros(task.n_examples))
+    loop = _Loop(task, _cached_vjp(task.program), backend, np.zeros(task.n_examples))
     recomputed = n_steps - math.ceil(n_steps / every)  # every segment's step but its last
     with ProgressBar(2 * n_steps + recomputed, label="scores", enabled=progress) as bar:
         checkpoints, final = _forward_checkpoints(loop, every, bar)
@@ -241,7 +273,7 @@ def scores(task, measurements: Circuit | Sequence[Circuit], *, backend: str | No
 
     ``measurements``: one measurement circuit or a list (each reads the carried state and has a
     scalar output; ``outputs`` picks an output per measurement where there are several).
-    ``backend``: default :func:`fastest_backend`. ``checkpoint_every``: store every c-th state
+    ``backend``: default :func:`choose_backend`. ``checkpoint_every``: store every c-th state
     in the forward run (default ceil(sqrt(n_steps)); 1 stores the whole trajectory); the result
     does not depend on it. A positive score means deleting the example raises the measurement.
     """
@@ -249,4 +281,4 @@ def scores(task, measurements: Circuit | Sequence[Circuit], *, backend: str | No
                             checkpoint_every=checkpoint_every, progress=progress).values
 
 
-__all__ = ["ADJOINT", "Scores", "fastest_backend", "influence_scores", "scores", "step_vjp"]
+__all__ = ["ADJOINT", "Scores", "choose_backend", "influence_scores", "scores", "step_vjp"]

@@ -135,6 +135,29 @@ def test_f0_and_top_examples(logistic):
     assert raise_[0]["score"] == values[:, 0].max()
 
 
+def array_regression_task(scalar: TrainingTask, m: int = 4, lr: float = 0.5) -> TrainingTask:
+    """``regression_task``'s logistic SGD traced with Tensors: one node per array operation."""
+    def step(w, b, X, y, x):
+        z = X @ w + b
+        loss = (((1 + z.exp()).log() - y * z) * (1 - x)).sum() / m
+        grad_w, grad_b = cs.grad(loss, [w, b])
+        return {"w": w - lr * grad_w, "b": b - lr * grad_b}
+
+    program = cs.trace_program(step, n_steps=scalar.program.n_steps, state={"w": (3,), "b": ()},
+                               per_step={"X": (m, 3), "y": (m,)}, weight="x",
+                               examples_per_step=m, inputs="tensors")
+    return TrainingTask(program=program, init=scalar.init, data=scalar.data,
+                        n_examples=scalar.n_examples, example_ids=scalar.example_ids)
+
+
+def test_array_program_scores_equal_the_scalar_programs(logistic):
+    task, measurements, values = logistic
+    array_task = array_regression_task(task)
+    assert not array_task.program.step.is_scalar
+    # the default backend for an array step is the reference interpreter
+    np.testing.assert_allclose(scores(array_task, measurements), values, rtol=1e-12, atol=1e-15)
+
+
 def test_step_vjp_is_the_transposed_jacobian():
     """<adjoint, J v> from the VJP circuit equals the directional derivative of the step by
     central differences (one random adjoint, one random direction in state and weight)."""
