@@ -129,6 +129,8 @@ class Trace:
         raise TraceError(f"{what} at {user_location()}: cannot use a {type(x).__name__} in a circuit")
 
     def _node_of_array(self, x: np.ndarray, what: str) -> int:
+        """A numeric array as one constant; an object array of 0-d values as one array node
+        (their elements joined by reshape + concatenate)."""
         if x.dtype.kind in "biuf":
             return self.builder.const_array(x.astype(np.float64), user_location())
         if x.dtype != object:
@@ -146,6 +148,8 @@ class Trace:
         rows = [self.builder.add(Op.RESHAPE, (n,), (("shape", (1,)),), loc) for n in nodes]
         flat = rows[0] if len(rows) == 1 else self.builder.add(
             Op.CONCATENATE, tuple(rows), (("axis", 0),), loc)
+        if x.ndim == 1:
+            return flat
         return self.builder.add(Op.RESHAPE, (flat,), (("shape", tuple(x.shape)),), loc)
 
     def record(self, op: Op, operands: Iterable[Any], **attrs: Any) -> "Value | Tensor":
