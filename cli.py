@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "circuitsketch.demo",
     "circuitsketch.sketch.cli",
     "circuitsketch.backends.emit",
+    "circuitsketch.passes.registry",
     "circuitsketch.active.cli",
 )
 
