@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..backends import evaluate, resolve_backend
+from ..cluster import run_tasks
 from ..ir.circuit import Circuit
 from .predict import Prediction, check_measurement, deletion_sets, measurement_list, predict
 from .progress import ProgressBar, compile_note
@@ -57,15 +58,26 @@ def retrained_values(task, measurement: Circuit | Sequence[Circuit], xs: np.ndar
                                               progress=lambda step: bar.advance(1)))
                         for i, block in enumerate(blocks))
         else:
-            from ..cluster.evaluate import blocks_on_cluster
-
-            finished = blocks_on_cluster(cluster, task, measurements, blocks, outputs, backend,
-                                         bar)
+            finished = _blocks_on_cluster(cluster, task, measurements, blocks, outputs, backend,
+                                          bar)
         with contextlib.closing(finished):  # stops the cluster's tasks if the driver stops
             for i, block_values in finished:
                 values[i] = block_values
     found = np.concatenate(values)
     return found[:, 0] if single else found
+
+
+def _blocks_on_cluster(cluster: Any, task, measurements: Sequence[Circuit],
+                       blocks: Sequence[np.ndarray], outputs: Sequence[str], backend: str,
+                       bar: ProgressBar):
+    """(i, measured values of blocks[i]) for every block, each one task on ``cluster`` (the task
+    and measurements shared once), as they finish; the caller puts them back in block order."""
+    bar.label = "retrain on dask"
+    calls = {i: (block, outputs) for i, block in enumerate(blocks)}
+    for i, values in run_tasks(cluster, measure_retrained, calls, shared=(task, measurements),
+                               kwargs={"backend": backend}, name="retrain"):
+        bar.advance(task.program.n_steps)
+        yield i, values
 
 
 def measure_retrained(task, measurement: Circuit | Sequence[Circuit], block: np.ndarray,

@@ -23,7 +23,6 @@ from test_sketch_tasks import point_loss_measurement
 pytest.importorskip("dask.distributed")
 cloudpickle = pytest.importorskip("cloudpickle")  # a dependency of dask.distributed
 precompute_module = importlib.import_module("circuitsketch.sketch.precompute")
-cluster_precompute = importlib.import_module("circuitsketch.cluster.precompute")
 store_module = importlib.import_module("circuitsketch.sketch.store")
 
 BATCHES = [(0, 3), (3, 3), (6, 3), (9, 1)]
@@ -39,14 +38,14 @@ def client():
 def todo(monkeypatch):
     """Records the batches the driver sends to the cluster; ``reverse`` yields them backwards."""
     record = {"batches": [], "reverse": False}
-    original = cluster_precompute.batches_on_cluster
+    original = precompute_module.batches_on_cluster
 
     def spy(cluster, task, order, seed, keep, backend, batches, bar):
         record["batches"].append(sorted(batches))
         finished = original(cluster, task, order, seed, keep, backend, batches, bar)
         yield from (reversed(list(finished)) if record["reverse"] else finished)
 
-    monkeypatch.setattr(cluster_precompute, "batches_on_cluster", spy)
+    monkeypatch.setattr(precompute_module, "batches_on_cluster", spy)
     return record
 
 
@@ -241,3 +240,23 @@ def test_without_dask_the_error_names_the_extra(task, monkeypatch):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "imported without dask" in result.stdout
+
+
+def test_the_task_service_is_generic_and_checks_digests(client, monkeypatch):
+    """run_tasks runs any function: results come back labelled, the prepared context is
+    computed once on a worker, and a result whose contents changed in transit is refused."""
+    from circuitsketch.cluster import TaskIntegrityError, digest, run_tasks
+    from circuitsketch.cluster import tasks as tasks_module
+
+    calls = {i: (np.arange(3.0) * i,) for i in range(4)}
+    results = dict(run_tasks(client, np.multiply, calls, shared=(2.0,), name="test"))
+    assert sorted(results) == [0, 1, 2, 3]
+    for i, value in results.items():
+        np.testing.assert_array_equal(value, 2.0 * np.arange(3.0) * i)
+    prepared = dict(run_tasks(client, np.add, {0: (1.0,)}, shared=(3.0, 4.0),
+                              prepare=lambda a, b: (a * b,), name="test"))
+    assert prepared == {0: 13.0}
+    assert digest({"a": np.zeros(2)}) != digest({"a": -np.zeros(2)})  # bytes, not values
+    monkeypatch.setattr(tasks_module, "digest", lambda value: "driver-side digest")
+    with pytest.raises(TaskIntegrityError, match="arrived changed"):
+        list(run_tasks(client, np.multiply, {0: (1.0,)}, shared=(2.0,), name="test"))
