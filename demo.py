@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 
+from .cli import HelpFormatter, non_negative_int, positive_int
 from .frontends.microgpt import build_task
 from .frontends.microgpt_data import MicrogptConfig, encode, names_for_steps, prepare
 from .sketch import evaluate_deletions, precompute
@@ -58,20 +59,21 @@ def run_demo(steps: int = 200, directions: int = 64, order: int = 3, contains: s
 def register_cli(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo", help="sketch a small microgpt run and predict a deletion (the main job)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200, help="training steps = names (default 200)")
-    parser.add_argument("--directions", type=int, default=64, help="random directions s (default 64)")
-    parser.add_argument("--order", type=int, default=3, help="Taylor order k (default 3)")
+        description=__doc__.replace("``", ""),  # the module doc, without its reST markup
+        formatter_class=HelpFormatter)
+    parser.add_argument("--steps", type=positive_int, default=200, help="training steps = names")
+    parser.add_argument("--directions", type=positive_int, default=64, help="random directions s")
+    parser.add_argument("--order", type=positive_int, default=3, help="Taylor order k")
     parser.add_argument("--contains", default="x",
-                        help="delete the training names containing this text (default 'x')")
+                        help="delete the training names containing this text")
     parser.add_argument("--measure-name", default="max",
-                        help="measurement: the trained model's loss on this name (default 'max')")
-    parser.add_argument("--seed", type=int, default=0, help="direction seed (default 0)")
+                        help="measurement: the trained model's loss on this name")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="direction seed")
     parser.add_argument("--backend", default="numba-cpu",
                         choices=("reference", "numba-cpu", "numba-cuda"),
-                        help="execution backend (default numba-cpu)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="directions run together in one Taylor training run (default 64)")
+                        help="execution backend")
+    parser.add_argument("--batch-size", type=positive_int, default=64,
+                        help="directions run together in one Taylor training run")
     parser.set_defaults(run=lambda args: run_demo(
         args.steps, args.directions, args.order, args.contains, args.measure_name, args.seed,
         args.backend, args.batch_size) and 0)

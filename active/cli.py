@@ -15,7 +15,6 @@ Models: ``--model poly`` (polynomial ridge regression, s by leave-one-out) or ``
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..backends import BACKENDS
+from ..cli import (HelpFormatter, finite_float, non_negative_int, output_dir, positive_float,
+                   positive_int)
+from ..sketch.store import write_json
 from .curiosity import expected_curiosity
 from .loop import (STRATEGIES, TARGETS, ActiveLearningProblem, noisy_sample, plot_learning_curves,
                    run_active_learning)
@@ -41,26 +43,37 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model and training")
     model.add_argument("--model", choices=("poly", "mlp"), default="poly",
                        help="polynomial ridge regression (s by leave-one-out) or tanh MLP")
-    model.add_argument("--degree", type=int, default=5, help="polynomial degree (poly)")
-    model.add_argument("--hidden", type=int, default=8, help="hidden units (mlp)")
-    model.add_argument("--strength", type=float, default=1e-3, help="regularity s (mlp)")
-    model.add_argument("--lr", type=float, default=0.02, help="learning rate (mlp)")
-    model.add_argument("--momentum", type=float, default=0.9, help="heavy-ball momentum (mlp)")
+    model.add_argument("--degree", type=non_negative_int, default=5,
+                       help="polynomial degree (poly)")
+    model.add_argument("--hidden", type=positive_int, default=8, help="hidden units (mlp)")
+    model.add_argument("--strength", type=positive_float, default=1e-3, help="regularity s (mlp)")
+    model.add_argument("--lr", type=positive_float, default=0.02, help="learning rate (mlp)")
+    model.add_argument("--momentum", type=finite_float, default=0.9,
+                       help="heavy-ball momentum (mlp)")
     model.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="gd",
                        help="gd = heavy-ball gradient descent (poly: settings from the Hessian)")
-    model.add_argument("--steps", type=int, default=1500, help="full-batch training steps")
+    model.add_argument("--steps", type=positive_int, default=1500, help="full-batch training steps")
     data = parser.add_argument_group("data: y = target(u) + N(0, noise^2), u uniform in [-1, 1]")
     data.add_argument("--target", choices=sorted(TARGETS), default="sin", help="function to learn")
-    data.add_argument("--noise", type=float, default=0.05, help="label noise standard deviation")
+    data.add_argument("--noise", type=_non_negative_float, default=0.05,
+                      help="label noise standard deviation")
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="numba-cpu",
                         help="execution backend")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="write JSON (and plots) here")
+    parser.add_argument("--out", type=output_dir, metavar="DIR",
+                        help="write JSON (and plots) here (checked before any work)")
+
+
+def _non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
 
 
 def _write_json(out: Path | None, name: str, obj: Any) -> None:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(json.dumps(obj, indent=1))
+        write_json(out / name, obj)  # valid JSON (no NaN literal), written atomically
         print(f"wrote {out / name}")
 
 
@@ -129,7 +142,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add ``curiosity`` with its two subcommands; each sets ``run`` (args -> exit code)."""
-    formatter = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    formatter = {"formatter_class": HelpFormatter}
     parser = subparsers.add_parser(
         "curiosity", help="regularity tangents and curiosity scores for active learning",
         description="Regularity tangents t = d theta / d s computed alongside training, "
@@ -144,11 +157,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "plain training and the expected curiosity of a grid of candidates.",
         **formatter)
     _common_options(p)
-    p.add_argument("--n", type=int, default=10, help="labelled examples")
-    p.add_argument("--seed", type=int, default=0, help="data seed")
-    p.add_argument("--candidates", type=int, default=41, help="candidate inputs on [-1, 1]")
-    p.add_argument("--top", type=int, default=5, help="candidates to print")
-    p.add_argument("--repeats", type=int, default=3, help="timing repeats (best of)")
+    p.add_argument("--n", type=positive_int, default=10, help="labelled examples")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="data seed")
+    p.add_argument("--candidates", type=positive_int, default=41,
+                   help="candidate inputs on [-1, 1]")
+    p.add_argument("--top", type=positive_int, default=5, help="candidates to print")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timing repeats (best of)")
     p.set_defaults(run=_run_score)
 
     p = commands.add_parser(
@@ -157,12 +171,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "the pool, query the most curious points; the same with random queries.",
         **formatter)
     _common_options(p)
-    p.add_argument("--seeds", type=int, default=16, help="number of seeds (data sets)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--rounds", type=int, default=6, help="query rounds")
-    p.add_argument("--per-round", type=int, default=1, help="queries per round")
-    p.add_argument("--random-draws", type=int, default=4,
+    p.add_argument("--seeds", type=positive_int, default=16, help="number of seeds (data sets)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="first seed")
+    p.add_argument("--rounds", type=positive_int, default=6, help="query rounds")
+    p.add_argument("--per-round", type=positive_int, default=1, help="queries per round")
+    p.add_argument("--random-draws", type=positive_int, default=4,
                    help="independent random query sequences per seed")
-    p.add_argument("--pool", type=int, default=100, help="pool size")
-    p.add_argument("--initial", type=int, default=6, help="initial labelled examples")
+    p.add_argument("--pool", type=positive_int, default=100, help="pool size")
+    p.add_argument("--initial", type=positive_int, default=6, help="initial labelled examples")
     p.set_defaults(run=_run_compare)

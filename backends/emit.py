@@ -28,6 +28,7 @@ import argparse
 import glob
 import hashlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -312,25 +313,40 @@ def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, _, dims = text.partition("=")
     if not name or not _:
         raise argparse.ArgumentTypeError(f"expected NAME=D0,D1,... (or NAME= for a scalar), got {text!r}")
-    return name, tuple(int(d) for d in dims.split(",") if d)
+    parts = [d.strip() for d in dims.split(",") if d.strip()]
+    if not all(d.isdigit() for d in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: dimensions must be integers >= 0")
+    return name, tuple(int(d) for d in parts)
 
 
 def register_cli(subparsers) -> argparse.ArgumentParser:
     """Add ``circuitsketch emit``: print the lowered IR and kernel of a traced function."""
+    from ..cli import HelpFormatter  # the command line's, shared by every subcommand
     parser = subparsers.add_parser(
         "emit", help="print the lowered IR and generated kernel of a traced function",
         description="Trace FILE.py:FUNCTION with the given input shapes (or a built-in example), "
                     "lower it to Taylor order K along the seed inputs, and print the IR and the "
-                    "kernel the backend runs.")
+                    "kernel the backend runs.", formatter_class=HelpFormatter)
     parser.add_argument("function", help="FILE.py:FUNCTION, or a built-in example: "
                         + ", ".join(f"{k} ({v[0]})" for k, v in _EXAMPLES.items()))
     parser.add_argument("--shape", action="append", type=_parse_shape, default=[],
                         metavar="NAME=D0,D1", help="input shape (repeat per input; NAME= for a scalar)")
-    parser.add_argument("--order", type=int, default=0)
-    parser.add_argument("--seed", action="append", help="input moving along z (repeatable)")
-    parser.add_argument("--backend", default="numba-cpu", choices=["numba-cpu", "numba-cuda"])
+    parser.add_argument("--order", type=_order, default=0,
+                        help="Taylor order K of the lowering (0: the real circuit, not lowered)")
+    parser.add_argument("--seed", action="append", metavar="NAME",
+                        help="an input that moves along z when lowering (repeat per input; "
+                             "needed for --order > 0 unless the target is a program)")
+    parser.add_argument("--backend", default="numba-cpu", choices=["numba-cpu", "numba-cuda"],
+                        help="backend whose kernel source is printed")
     parser.set_defaults(run=_emit_command)
     return parser
+
+
+def _order(text: str) -> int:
+    """argparse type of ``--order``: an integer >= 0."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 0")
+    return int(text)
 
 
 def _emit_command(args: argparse.Namespace) -> int:
@@ -348,6 +364,12 @@ def _emit_command(args: argparse.Namespace) -> int:
         spec = importlib.util.spec_from_file_location("_circuitsketch_emit_user", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        fn, shapes = getattr(module, func), dict(args.shape)
+        fn, shapes = getattr(module, func, None), dict(args.shape)
+        if not callable(fn):
+            raise ValueError(f"{path} defines no function {func!r}")
+        missing = [name for name in inspect.signature(fn).parameters if name not in shapes]
+        if missing:
+            raise ValueError(f"{func} takes inputs {missing} with no --shape: give "
+                             "--shape NAME=D0,D1 for each (NAME= for a scalar)")
     print(emit(trace(fn, **shapes), order=args.order, seeds=args.seed, backend=args.backend))
     return 0

@@ -29,7 +29,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..ir.circuit import Circuit, Program
-from . import reference
+from . import checks, reference
 from .emit import Target, kernel_module_source, load_kernel_module
 from .reference import EvaluationError
 from .tape import SlotMap, Tape, compile_tape
@@ -97,6 +97,9 @@ class Engine:
         """The named arrays back on the host, in the host layout."""
         raise NotImplementedError
 
+    def require_available(self) -> None:
+        """Raise ``checks.BackendUnavailableError`` if the kernels cannot run on this machine."""
+
     # ---- compilation
 
     def compiled(self, circuit: Circuit, program: Program | None = None) -> Tape:
@@ -128,6 +131,9 @@ class Engine:
     def evaluate(self, circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
                  ignore_kinks: bool = False) -> dict[str, np.ndarray]:
         """Run ``circuit`` on named inputs (see :func:`circuitsketch.backends.reference.evaluate`)."""
+        checks.require_verified(circuit)
+        checks.check_batch(batch)
+        self.require_available()
         reference.check_circuit_inputs(circuit, inputs)
         shapes = circuit.input_shapes
         tape = self.compiled(circuit)
@@ -135,7 +141,8 @@ class Engine:
         k1 = circuit.order + 1
         values = {name: _batched(name, inputs[name], shapes[name], tape.inputs[name].series, batch, k1)
                   for name in shapes}
-        check_finite = all(np.isfinite(v).all() for v in values.values())
+        self._check_budget(tape, width, 1, 0)
+        check_finite = True  # inputs are finite (checked), so a non-finite output is an overflow
         parts = []
         for lo, hi in self._chunks(tape, width, 0):
             host = self._host_arrays(tape, hi - lo, 1)
@@ -155,17 +162,21 @@ class Engine:
                     data: Mapping[str, np.ndarray] | None = None,
                     static: Mapping[str, np.ndarray] | None = None,
                     x: np.ndarray | None = None, example_ids: np.ndarray | None = None,
-                    batch: int | None = None, ignore_kinks: bool = False,
+                    n_examples: int | None = None, batch: int | None = None,
+                    ignore_kinks: bool = False,
                     progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-        """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`)."""
+        """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`;
+        ``n_examples``: the number of down-weights in ``x``, see ``checks.check_down_weights``)."""
+        checks.require_verified(program)
+        checks.check_batch(batch)
+        self.require_available()
         data, static = dict(data or {}), dict(static or {})
         step = program.step
         shapes = step.input_shapes
         reference._check_names("initial state", init, program.carry)
         reference._check_names("static input", static, program.static_inputs)
         reference._check_data(program, data)
-        reference.check_weights_given(program, x)
-        ids = reference._example_ids(program, example_ids)
+        checks.check_weights_given(program, x)
         tape = self.compiled(step, program)
         width, k1, n_steps = batch or 1, step.order + 1, program.n_steps
         state = {name: _batched(name, init[name], shapes[name], False, batch, k1) for name in program.carry}
@@ -173,10 +184,11 @@ class Engine:
                  for name in program.static_inputs}
         per_step = {name: _per_step(name, data[name], shapes[name], tape.inputs[name].series, n_steps, k1)
                     for name in program.per_step}
-        weights = _weights(program, tape, x, ids, batch, k1) if program.weight is not None else None
-        check_finite = all(np.isfinite(v).all() for v in [*state.values(), *fixed.values(),
-                                                          *per_step.values()] + ([weights[0]] if weights else []))
+        weights = (_weights(program, tape, x, example_ids, n_examples, batch, k1)
+                   if program.weight is not None else None)
+        check_finite = True  # inputs are finite (checked), so a non-finite output is an overflow
         n_examples = weights[0].shape[-1] if weights else 0
+        self._check_budget(tape, width, n_steps, n_examples)
 
         def start(lo: int, hi: int):
             host = self._host_arrays(tape, hi - lo, n_steps, n_examples)
@@ -207,11 +219,24 @@ class Engine:
 
     # ---- host layout: R [blocks, real slots, B], S [blocks, series slots, K1, B]
 
-    def _chunks(self, tape: Tape, width: int, n_examples: int) -> list[tuple[int, int]]:
+    @staticmethod
+    def _bytes_per_direction(tape: Tape, n_examples: int) -> int:
         k1 = tape.order + 1
-        per_direction = 8 * tape.n_real + 16 * k1 * (tape.n_series + _SCRATCH + n_examples) + 8 * n_examples
+        return 8 * tape.n_real + 16 * k1 * (tape.n_series + _SCRATCH + n_examples) + 8 * n_examples
+
+    def _chunks(self, tape: Tape, width: int, n_examples: int) -> list[tuple[int, int]]:
+        per_direction = self._bytes_per_direction(tape, n_examples)
         size = max(1, min(width, MEMORY_BUDGET // max(per_direction, 1)))
         return [(lo, min(lo + size, width)) for lo in range(0, width, size)]
+
+    def _check_budget(self, tape: Tape, width: int, n_steps: int, n_examples: int) -> None:
+        """Refuse, before allocating, what cannot fit (``checks.check_budget``): one chunk of
+        directions, padded to whole blocks, is what is allocated at a time."""
+        per_direction = self._bytes_per_direction(tape, n_examples)
+        chunk = self._chunks(tape, width, n_examples)[0]
+        nblk, bb = self.blocks(tape, chunk[1] - chunk[0])
+        checks.check_budget(tape.circuit, width=width, n_steps=n_steps, backend=self.target.name,
+                            memory_bytes=per_direction * nblk * bb)
 
     def _host_arrays(self, tape: Tape, width: int, n_steps: int, n_examples: int = 0) -> dict:
         nblk, bb = self.blocks(tape, width)
@@ -373,7 +398,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def _batched(name: str, array, shape, series: bool, batch: int | None, k1: int) -> np.ndarray:
     """An API input as [1 or batch, n] (real) or [1 or batch, K1, n] (series), checked like the
     reference interpreter checks it."""
-    array = np.asarray(array, dtype=np.complex128 if series else np.float64)
+    array = checks.input_array(f"input {name!r}", array, series=series)
     core = ((k1,) if series else ()) + tuple(shape)
     if array.shape == core:
         array = array[None]
@@ -385,7 +410,8 @@ def _batched(name: str, array, shape, series: bool, batch: int | None, k1: int) 
 
 def _per_step(name: str, array, shape, series: bool, n_steps: int, k1: int) -> np.ndarray:
     """Per-step data [n_steps, n] (real) or [n_steps, n, K1] (series)."""
-    array = np.asarray(array, dtype=np.complex128 if series else np.float64)[:n_steps]
+    array = checks.input_array(f"per-step data {name!r}", array, series=series,
+                               rows=n_steps)[:n_steps]
     core = ((k1,) if series else ()) + tuple(shape)
     if array.shape[1:] != core:
         raise ValueError(f"input {name!r}: expected shape {core}, got {array.shape[1:]}")
@@ -393,22 +419,17 @@ def _per_step(name: str, array, shape, series: bool, n_steps: int, k1: int) -> n
     return flat.transpose(0, 2, 1) if series else flat
 
 
-def _weights(program: Program, tape: Tape, x, ids: np.ndarray, batch, k1: int):
-    """Down-weights as [1 or batch, (K1,), n_examples] plus example ids checked against n."""
+def _weights(program: Program, tape: Tape, x, example_ids, n_examples, batch, k1: int):
+    """Down-weights as [1 or batch, (K1,), n_examples] plus the checked example ids."""
     series = tape.inputs[program.weight].series
-    x = np.asarray(x, dtype=np.complex128 if series else np.float64)
-    n = x.shape[-1]
-    m = ids.shape[1]
+    x, ids = checks.check_down_weights(program, x, example_ids, n_examples, series=series)
+    n, m = x.shape[-1], ids.shape[1]
     core = ((k1,) if series else ()) + (n,)
     if x.shape != core and (batch is None or x.shape != (batch,) + core):
-        # the reference checks the gathered [.., m] slice
-        raise ValueError(f"input {program.weight!r}: expected shape {core[:-1] + (m,)}"
-                         + (f" or {(batch,) + core[:-1] + (m,)}" if batch is not None else "")
-                         + f", got {x.shape[:-1] + (m,)}")
-    if ids.size and (ids.min() < -n or ids.max() >= n):
-        bad = ids[(ids < -n) | (ids >= n)].flat[0]
-        raise IndexError(f"index {bad} is out of bounds for axis {x.ndim - 1} with size {n}")
-    return (x[None] if x.shape == core else x), np.ascontiguousarray(ids % max(n, 1), dtype=np.int64)
+        raise checks.InputError(f"x (the down-weights): expected shape {core}"
+                                + (f" or {(batch,) + core}" if batch is not None else "")
+                                + f" (here {m} weight(s) per step), got {x.shape}")
+    return (x[None] if x.shape == core else x), np.ascontiguousarray(ids)
 
 
 def _initial(value: np.ndarray, lo: int, hi: int) -> np.ndarray:

@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from .checks import BackendUnavailableError
 from .emit import Target
 from .numba_cpu import OVERFLOWED, Engine
 from .tape import Tape
@@ -52,12 +53,22 @@ class CudaEngine(Engine):
     def blocks(self, tape: Tape, width: int) -> tuple[int, int]:
         return 1, width  # one block holding every direction: the device layout without its axis
 
+    def require_available(self) -> None:
+        """A GPU (or the simulator) must be there before any work starts."""
+        try:
+            from numba import cuda
+        except ImportError as exc:
+            raise BackendUnavailableError(f"numba-cuda: Numba's CUDA support does not import "
+                                          f"({exc}); install numba-cuda") from None
+        if not cuda.is_available():
+            raise BackendUnavailableError(
+                "numba-cuda: no CUDA GPU is available (set NUMBA_ENABLE_CUDASIM=1 before "
+                "importing numba to run on the CUDA simulator)")
+
     def prepare(self, module, tape: Tape, host: dict):
         from numba import cuda
 
-        if not cuda.is_available():
-            raise RuntimeError("numba-cuda: no CUDA GPU is available (set NUMBA_ENABLE_CUDASIM=1 "
-                               "before importing numba to run on the CUDA simulator)")
+        self.require_available()
         device = {name: cuda.to_device(np.ascontiguousarray(host[name][0] if name in _BLOCKED else host[name]))
                   for name in ("R", "S", "T", "DR", "DS", "XR", "XS", "ids")}
         code = tuple(cuda.to_device(a) for a in (tape.op, tape.out, tape.ptr, tape.arg, tape.attr))

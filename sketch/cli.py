@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..backends import BACKENDS, default_backend
+from ..cli import (HelpFormatter, finite_float, fraction, int_at_least_2, non_negative_int,
+                   output_dir, positive_int)
 from ..ir.circuit import Circuit
 from .evaluate import (deletion_curve, evaluate_deletions, linear_datamodeling_score,
                        plot_curves, plot_deletion_curve, retrained_values)
@@ -33,7 +34,7 @@ from .exact import exact_series
 from .precompute import precompute
 from .predict import predict
 from .stability import plot_stability, stability_profile
-from .store import load_sketch
+from .store import load_sketch, write_json
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ def _microgpt_measurement(settings: dict[str, Any], name: str | None) -> tuple[C
     data = prepare(config)
     if name is None:
         name = names_for_steps(data, 1)[0]
+    if len(name) >= config.block_size:  # name + BOS predicts len(name) + 1 tokens
+        raise ValueError(f"--measure-name {name!r} has {len(name)} characters; the model reads "
+                         f"at most block_size - 1 = {config.block_size - 1}, so its loss would "
+                         "silently cover only a prefix")
     return loss_measurement(data, config, name), f"loss on {name!r}"
 
 
@@ -122,7 +127,7 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Dask cluster (optional extra circuitsketch[distributed]; "
                                       "default: this process only)")
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, metavar="N",
+    where.add_argument("--workers", type=positive_int, default=None, metavar="N",
                        help="run the tasks on N local Dask worker processes")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="run the tasks on the Dask cluster at ADDRESS (tcp://host:8786)")
@@ -192,20 +197,33 @@ def _one_or_all(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _out_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--out", type=Path, metavar="DIR", help=f"write {what} into DIR")
+    parser.add_argument("--out", type=output_dir, metavar="DIR",
+                        help=f"write {what} into DIR (checked before any work)")
 
 
 def _deletion_sets(args: argparse.Namespace) -> list[tuple[str, Any]]:
     return args.deletions or [_contains("x")]
 
 
-def _weights(text: str | None, default: np.ndarray) -> np.ndarray:
-    if text is None:
-        return default
+def _weight_list(text: str) -> np.ndarray:
+    """argparse type of ``--weights``: comma-separated finite numbers."""
     try:
-        return np.array([float(w) for w in text.split(",")])
-    except ValueError:
-        raise ValueError(f"--weights {text!r}: expected comma-separated numbers") from None
+        return np.array([finite_float(w) for w in text.split(",")])
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated finite "
+                                         "numbers") from None
+
+
+def _lds_subsets(text: str) -> int:
+    """argparse type of ``--lds-subsets``: 0 (skip) or at least 2 (a rank correlation)."""
+    value = non_negative_int(text)
+    if value == 1:
+        raise argparse.ArgumentTypeError("the LDS is a rank correlation: give 0 (skip) or >= 2")
+    return value
+
+
+def _weights(given: np.ndarray | None, default: np.ndarray) -> np.ndarray:
+    return default if given is None else given
 
 
 def _sketch_task(sketch) -> tuple[CliTask, dict[str, Any]]:
@@ -219,7 +237,7 @@ def _sketch_task(sketch) -> tuple[CliTask, dict[str, Any]]:
 def _write_json(out: Path | None, name: str, obj: Any) -> None:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / name).write_text(json.dumps(obj, indent=1))
+        write_json(out / name, obj)  # valid JSON (no NaN literal), written atomically
         print(f"wrote {out / name}")
 
 
@@ -383,7 +401,7 @@ def _evaluate_with(args: argparse.Namespace, sketch, task, measured: list[tuple[
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Add the five subcommands; each sets ``run`` (args -> exit code)."""
-    formatter = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    formatter = {"formatter_class": HelpFormatter}
     p = subparsers.add_parser(
         "precompute",
         help="sketch a training run: s random directions in order-k Taylor arithmetic",
@@ -391,11 +409,13 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "store the series-valued models (resumable: rerun the same command after an "
                     "interruption).", **formatter)
     _task_options(p)
-    p.add_argument("--directions", type=int, default=64, help="number s of random directions")
-    p.add_argument("--order", type=int, default=3, help="Taylor order k")
-    p.add_argument("--seed", type=int, default=0, help="direction seed: psi_j depends on (seed, j)")
-    p.add_argument("--batch-size", type=int, default=32, help="directions trained per run")
-    p.add_argument("--out", type=Path, required=True, metavar="PATH",
+    p.add_argument("--directions", type=positive_int, default=64,
+                   help="number s of random directions")
+    p.add_argument("--order", type=positive_int, default=3, help="Taylor order k")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="direction seed: psi_j depends on (seed, j)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="directions trained per run")
+    p.add_argument("--out", type=output_dir, required=True, metavar="PATH",
                    help="sketch directory to write")
     p.add_argument("--no-resume", action="store_true",
                    help="discard the shards of an interrupted run at PATH.partial")
@@ -412,7 +432,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _measure_options(p, several=True)
     p.add_argument("--delta", type=float, default=0.05,
                    help="failure probability of the median-of-means interval")
-    p.add_argument("--order", type=int, default=None, help="use orders 1..ORDER (default: all)")
+    p.add_argument("--order", type=positive_int, default=None,
+                   help="use orders 1..ORDER (default: all)")
     _out_option(p, "predict.json")
     _run_options(p)
     p.set_defaults(run=_run_predict)
@@ -425,10 +446,10 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _task_options(p)
     _deletion_options(p)
     _measure_options(p, several=True)
-    p.add_argument("--order", type=int, default=6, help="Taylor order k")
-    p.add_argument("--weights", default=None, metavar="W,W,...",
+    p.add_argument("--order", type=positive_int, default=6, help="Taylor order k")
+    p.add_argument("--weights", type=_weight_list, default=None, metavar="W,W,...",
                    help="down-weights w to retrain at (default 0,0.1,...,1)")
-    p.add_argument("--batch-size", type=int, default=16, help="sets / retrainings per run")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="sets / retrainings per run")
     _out_option(p, "exact.json and one exact-I.png per set")
     _run_options(p)
     p.set_defaults(run=_run_exact)
@@ -440,9 +461,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                     "linear growth or less means the stability assumption holds.", **formatter)
     _task_options(p)
     _measure_options(p, default=None)
-    p.add_argument("--directions", type=int, default=12, help="number of random directions")
-    p.add_argument("--order", type=int, default=30, help="Taylor order k (the paper uses 100)")
-    p.add_argument("--seed", type=int, default=0, help="direction seed")
+    p.add_argument("--directions", type=positive_int, default=12,
+                   help="number of random directions")
+    p.add_argument("--order", type=int_at_least_2, default=30,
+                   help="Taylor order k, at least 2 to fit a growth rate (the paper uses 100)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="direction seed")
     _out_option(p, "stability.json and stability.png")
     _run_options(p)
     p.set_defaults(run=_run_stability)
@@ -457,13 +480,14 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _deletion_options(p)
     _measure_options(p, several=True)
     p.add_argument("--delta", type=float, default=0.05, help="failure probability of the interval")
-    p.add_argument("--weights", default=None, metavar="W,W,...",
+    p.add_argument("--weights", type=_weight_list, default=None, metavar="W,W,...",
                    help="also retrain at these down-weights w and plot the curve f(w 1_D)")
-    p.add_argument("--lds-subsets", type=int, default=0,
-                   help="number of random deletion sets for the LDS (0: skip)")
-    p.add_argument("--lds-fraction", type=float, default=0.1, help="size of each LDS set / n")
-    p.add_argument("--seed", type=int, default=0, help="seed of the LDS subsets")
-    p.add_argument("--batch-size", type=int, default=16, help="retrainings per run")
+    p.add_argument("--lds-subsets", type=_lds_subsets, default=0,
+                   help="number of random deletion sets for the LDS (0: skip; else >= 2)")
+    p.add_argument("--lds-fraction", type=fraction, default=0.1,
+                   help="size of each LDS set / n, in (0, 1]")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the LDS subsets")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="retrainings per run")
     _out_option(p, "evaluate.json and curve-I.png")
     _run_options(p)
     _cluster_options(p)

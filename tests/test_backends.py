@@ -29,6 +29,7 @@ from strategies import KINK_OPS, SCALAR_OPS, SMOOTH_OPS, random_circuits, random
 
 import circuitsketch as cs
 from circuitsketch.backends import emit, numba_cpu, reference
+from circuitsketch.backends.checks import InputError
 from circuitsketch.backends.reference import EvaluationError
 from circuitsketch.backends.tape import compile_tape
 from circuitsketch.ir import Builder, Op, make_attrs
@@ -310,9 +311,10 @@ def test_overflow_in_a_program_step_is_located_like_the_reference():
     assert str(ours.value) == str(ref.value) and "overflow" in str(ours.value)
 
 
-def test_non_finite_inputs_propagate_like_the_reference():
+def test_non_finite_inputs_are_refused_naming_the_input():
     circuit = _traced(lambda a: a * 2.0 + 1.0, a=())
-    assert_agrees(*both(circuit, {"a": np.array([np.inf, 1.0])}, batch=2))
+    with pytest.raises(InputError, match=r"input 'a' holds a non-finite value inf at index \(0,\)"):
+        numba_cpu.evaluate(circuit, {"a": np.array([np.inf, 1.0])}, batch=2)
 
 
 # ---------------------------------------------------------------- memory plan and kernels
