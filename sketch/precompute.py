@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..backends import resolve_backend, run_program
+from ..cluster import require_dask, run_tasks
 from ..ir.circuit import Program
 from ..passes.taylor import taylor
 from .directions import directions as make_directions
@@ -109,8 +110,6 @@ def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: 
                          f"seed={seed}")
     backend = resolve_backend(backend)  # here, not on the workers: they may differ
     if cluster is not None:
-        from ..cluster.connect import require_dask
-
         require_dask()  # before any work: a clear error if the extra is missing
     keep = tuple(keep) if keep is not None else default_state_names(task)
     unknown = [name for name in keep if name not in task.state_names]
@@ -141,8 +140,6 @@ def precompute(task, *, directions: int, order: int, seed: int = 0, batch_size: 
         if cluster is None:
             finished = _batches_here(task, order, seed, keep, backend, todo, bar)
         else:
-            from ..cluster.precompute import batches_on_cluster
-
             finished = batches_on_cluster(cluster, task, order, seed, keep, backend, todo, bar)
         with contextlib.closing(finished):  # stops the cluster's tasks if the driver stops
             for first, count, arrays in finished:
@@ -168,6 +165,25 @@ def _batches_here(task, order: int, seed: int, keep: Sequence[str], backend: str
         bar.label = f"precompute k={order} batch {number + 1}/{len(batches)}"
         yield first, count, compute_batch(task, lowered, seed, first, count, keep,
                                           backend=backend, progress=lambda step: bar.advance(1))
+
+
+def _lowered_context(task, order: int) -> tuple:
+    """What every batch task needs, computed once on a worker: the task and its lowered program."""
+    return task, lower_program(task, order)
+
+
+def batches_on_cluster(cluster: Any, task, order: int, seed: int, keep: Sequence[str],
+                       backend: str, batches: Iterable[tuple[int, int]], bar: ProgressBar
+                       ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    """(first, count, shard arrays) for every batch, each one task on ``cluster`` (the generic
+    ``cluster.run_tasks``: the task shared once, lowered once on a worker), as they finish."""
+    bar.label = f"precompute k={order} on dask"
+    calls = {(first, count): (seed, first, count, tuple(keep)) for first, count in batches}
+    for (first, count), arrays in run_tasks(cluster, compute_batch, calls, shared=(task, order),
+                                            prepare=_lowered_context, kwargs={"backend": backend},
+                                            name="shard"):
+        bar.advance(task.program.n_steps)
+        yield first, count, arrays
 
 
 def _theta0(name: str, series: np.ndarray) -> np.ndarray:
