@@ -64,6 +64,8 @@ def _check_attrs(circuit: Circuit, node: int) -> None:
         raise _fail(circuit, node, "const value must be a float")
     if eqn.op is Op.POW and not isinstance(eqn.attr("p"), float):
         raise _fail(circuit, node, "pow exponent p must be a float")
+    if eqn.op is Op.INPUT and not isinstance(eqn.attr("name"), str):
+        raise _fail(circuit, node, f"input name {eqn.attr('name')!r} must be a str")
 
 
 def _check_operands(circuit: Circuit, node: int) -> None:

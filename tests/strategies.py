@@ -337,6 +337,36 @@ def random_array_circuits(draw, ops=ARRAY_OPS, max_nodes: int = 10, kinks: bool 
     return verify(b.build())
 
 
+def every_array_op_circuit() -> Circuit:
+    """Each array op once (tuple attributes of every kind), broadcasting, an array constant
+    holding infinities, a per-step index input, and outputs whole and by element."""
+    b = Builder()
+    x = b.input_array("x", (2, 3), loc="model.py:1")
+    w = b.input_array("w", (3, 4), loc="model.py:1")
+    tokens = b.input_array("tokens", (2,))
+    attrs = make_attrs
+    xw = b.add(Op.DOT_GENERAL, (x, w), attrs(batch=((), ()), contract=((1,), (0,))), "model.py:2")
+    row = b.const_array([1.0, -np.inf, 0.25])
+    shifted = b.add(Op.ADD, (x, row))  # [2,3] + [3]
+    batched = b.add(Op.DOT_GENERAL, (shifted, x), attrs(batch=((0,), (0,)), contract=((1,), (1,))))
+    total = b.add(Op.REDUCE_SUM, (xw,), attrs(axes=(1,)))
+    peak = b.add(Op.REDUCE_MAX, (xw,), attrs(axes=(0, 1)))
+    flipped = b.add(Op.TRANSPOSE, (b.add(Op.RESHAPE, (xw,), attrs(shape=(4, 2))),), attrs(perm=(1, 0)))
+    spread = b.add(Op.BROADCAST, (total,), attrs(shape=(4, 2)))
+    part = b.add(Op.SLICE, (x,), attrs(start=(0, 1), step=(1, 2), stop=(2, 3)))
+    stacked = b.add(Op.CONCATENATE, (flipped, xw, b.add(Op.TRANSPOSE, (spread,), attrs(perm=(1, 0)))),
+                    attrs(axis=1))
+    columns = b.add(Op.TAKE, (w, tokens), attrs(axis=1))
+    fixed = b.add(Op.TAKE, (w, b.const_array([2.0, 0.0])), attrs(axis=1))
+    scattered = b.add(Op.SCATTER_ADD, (b.add(Op.MUL, (columns, fixed)), tokens), attrs(axis=1, size=4))
+    smooth = b.add(Op.EXP, (b.add(Op.TANH, (stacked,)),))
+    b.output("stacked", [smooth])
+    b.output("scattered", [scattered])
+    b.output("small", [peak, b.add(Op.REDUCE_SUM, (batched,), attrs(axes=(0,))), peak, peak], (2, 2))
+    b.output("part", [part])
+    return b.build()
+
+
 def random_array_inputs(circuit: Circuit, seed: int, batch: int | None = None) -> dict:
     """Uniform(-1.5, 1.5) values for every input of ``circuit`` (``[batch, *shape]`` if batched)."""
     rng = np.random.default_rng(seed)

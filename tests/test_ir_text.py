@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import KINK_OPS, SMOOTH_OPS, random_array_circuits, random_circuits
+from strategies import (KINK_OPS, SMOOTH_OPS, every_array_op_circuit, random_array_circuits,
+                        random_circuits)
 
 import circuitsketch as cs
 from circuitsketch.ir import (Builder, Circuit, Eqn, Op, Output, ParseError, Program, make_attrs,
@@ -70,36 +71,6 @@ def quoted_names_circuit() -> Circuit:
 
 def empty_circuit() -> Circuit:
     return Builder().build()
-
-
-def every_array_op_circuit() -> Circuit:
-    """Each array op once (tuple attributes of every kind), broadcasting, an array constant
-    holding infinities, a per-step index input, and outputs whole and by element."""
-    b = Builder()
-    x = b.input_array("x", (2, 3), loc="model.py:1")
-    w = b.input_array("w", (3, 4), loc="model.py:1")
-    tokens = b.input_array("tokens", (2,))
-    attrs = make_attrs
-    xw = b.add(Op.DOT_GENERAL, (x, w), attrs(batch=((), ()), contract=((1,), (0,))), "model.py:2")
-    row = b.const_array([1.0, -math.inf, 0.25])
-    shifted = b.add(Op.ADD, (x, row))  # [2,3] + [3]
-    batched = b.add(Op.DOT_GENERAL, (shifted, x), attrs(batch=((0,), (0,)), contract=((1,), (1,))))
-    total = b.add(Op.REDUCE_SUM, (xw,), attrs(axes=(1,)))
-    peak = b.add(Op.REDUCE_MAX, (xw,), attrs(axes=(0, 1)))
-    flipped = b.add(Op.TRANSPOSE, (b.add(Op.RESHAPE, (xw,), attrs(shape=(4, 2))),), attrs(perm=(1, 0)))
-    spread = b.add(Op.BROADCAST, (total,), attrs(shape=(4, 2)))
-    part = b.add(Op.SLICE, (x,), attrs(start=(0, 1), step=(1, 2), stop=(2, 3)))
-    stacked = b.add(Op.CONCATENATE, (flipped, xw, b.add(Op.TRANSPOSE, (spread,), attrs(perm=(1, 0)))),
-                    attrs(axis=1))
-    columns = b.add(Op.TAKE, (w, tokens), attrs(axis=1))
-    fixed = b.add(Op.TAKE, (w, b.const_array([2.0, 0.0])), attrs(axis=1))
-    scattered = b.add(Op.SCATTER_ADD, (b.add(Op.MUL, (columns, fixed)), tokens), attrs(axis=1, size=4))
-    smooth = b.add(Op.EXP, (b.add(Op.TANH, (stacked,)),))
-    b.output("stacked", [smooth])
-    b.output("scattered", [scattered])
-    b.output("small", [peak, b.add(Op.REDUCE_SUM, (batched,), attrs(axes=(0,))), peak, peak], (2, 2))
-    b.output("part", [part])
-    return b.build()
 
 
 FIXTURES = {

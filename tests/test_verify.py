@@ -9,11 +9,11 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import random_array_circuits
+from strategies import every_array_op_circuit, random_array_circuits
 
 import circuitsketch as cs
-from circuitsketch.ir import (Builder, Circuit, Eqn, Op, Output, Program, VerifyError, make_attrs,
-                              verify, verify_program)
+from circuitsketch.ir import (Builder, Circuit, Eqn, Op, Output, ParseError, Program, VerifyError,
+                              make_attrs, parse_circuit, print_circuit, verify, verify_program)
 
 LOC = "model.py:7"
 X0 = Eqn(Op.INPUT, (), make_attrs(name="x", index=0), "model.py:1")
@@ -144,6 +144,9 @@ MALFORMED = {
     "unsorted attributes": (
         _circuit(Eqn(Op.INPUT, (), (("name", "x"), ("index", 0)))),
         "node %0 = input: attributes must be unique and sorted"),
+    "input name not a string": (
+        _circuit(Eqn(Op.INPUT, (), make_attrs(name=["x"], index=0))),
+        "node %0 = input: input name ['x'] must be a str"),
     "undeclared input": (
         _circuit(Eqn(Op.INPUT, (), make_attrs(name="w", index=0), "model.py:2")),
         "node %0 = input (traced at model.py:2): reads undeclared input 'w'"),
@@ -347,3 +350,62 @@ def test_verify_program_checks_the_step_circuit():
     broken = Circuit(step.eqns + (Eqn(Op.NEG, (len(step.eqns),)),), step.inputs, step.outputs)
     with pytest.raises(VerifyError, match="uses %.* before it is defined"):
         verify_program(_program(step=broken))
+
+
+# ---------------------------------------------------------------- mutated array IR text
+
+_TOKENS = list("0123456789%=[](),.-:s {}'") + ["axes=", "name=", "shape=", "None", "1e400", "(1, 2)",
+                                               "[[1]]", "'x'", "\n", " : [2,3]", " : s", "%99"]
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(random_array_circuits(max_nodes=8), st.data())
+def test_mutated_array_text_gives_only_parse_or_verify_errors(circuit, data):
+    """Text edits (delete, insert, replace a character or a token) either parse and verify, or
+    raise ParseError / VerifyError: never a raw TypeError, KeyError or IndexError."""
+    text = print_circuit(circuit)
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.integers(0, len(text)))
+        token = data.draw(st.sampled_from(_TOKENS))
+        cut = data.draw(st.integers(0, 3))
+        text = text[:where] + data.draw(st.sampled_from(["", token])) + text[where + cut:]
+    try:
+        parsed = parse_circuit(text)
+        verify(parsed)
+    except (ParseError, VerifyError):
+        return
+    assert parse_circuit(print_circuit(parsed)) == parsed  # what verifies also round-trips
+
+
+_WEIRD = [None, -1, 0, 1, 7, 2.5, True, "x", (), (0,), (1, 0), (5,), ((0,), (0,)), ((), ()), [1],
+          (0.5,), (-1,), (1.0, 2.0), float("nan"), ("a", "b"), {"x": 1}]
+
+
+def _corruptions(eqn: Eqn, node: int):
+    """Every single-field corruption of one node: each attribute, the operands, the shape."""
+    for key, _ in eqn.attrs:
+        for weird in _WEIRD:
+            yield Eqn(eqn.op, eqn.args, tuple((k, weird if k == key else v) for k, v in eqn.attrs),
+                      eqn.loc, eqn.series, eqn.shape)
+    for args in [(), (node,), (-1,), (0, 0, 0), ("0",), (0.0,), None]:
+        yield Eqn(eqn.op, args, eqn.attrs, eqn.loc, eqn.series, eqn.shape)
+    for shape in _WEIRD:
+        yield Eqn(eqn.op, eqn.args, eqn.attrs, eqn.loc, eqn.series, shape)
+    yield Eqn(eqn.op, eqn.args, (("zz", 1),) + eqn.attrs, eqn.loc, eqn.series, eqn.shape)
+
+
+def test_every_corruption_of_every_array_node_gives_a_verify_error():
+    """Each node of a circuit holding every array op, each field replaced by odd Python values:
+    verify raises VerifyError (never a raw TypeError, KeyError or IndexError) or, where the
+    value happens to fit, accepts."""
+    circuit = every_array_op_circuit()
+    refused = accepted = 0
+    for node, eqn in enumerate(circuit.eqns):
+        for bad in _corruptions(eqn, node):
+            eqns = circuit.eqns[:node] + (bad,) + circuit.eqns[node + 1:]
+            try:
+                verify(Circuit(eqns, circuit.inputs, circuit.outputs))
+                accepted += 1
+            except VerifyError:
+                refused += 1
+    assert refused > 10 * accepted  # nearly every corruption is caught
