@@ -19,7 +19,6 @@ negative constant, overflow) for the interpreter to report with its source line.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from math import prod
 
 import numpy as np
@@ -33,6 +32,8 @@ from ..semantics.real import FLOAT_ERRORS, apply_real
 
 #: the largest constant (in elements) that folding creates
 FOLD_LIMIT = 4096
+
+_CONST, _POW = Op.CONST, Op.POW  # module constants: Enum attribute lookup is slow in hot loops
 
 
 def _builder_for(circuit: Circuit) -> Builder:
@@ -64,7 +65,8 @@ def _dce(circuit: Circuit) -> Circuit:
     for node, eqn in enumerate(circuit.eqns):
         if live[node] or eqn.op is Op.INPUT:
             remap[node] = len(eqns)
-            eqns.append(replace(eqn, args=tuple(remap[a] for a in eqn.args)))
+            eqns.append(Eqn(eqn.op, tuple(remap[a] for a in eqn.args), eqn.attrs, eqn.loc,
+                            eqn.series, eqn.shape))
     outputs = tuple(Output(o.name, o.shape, tuple(remap[n] for n in o.nodes)) for o in circuit.outputs)
     return Circuit(tuple(eqns), circuit.inputs, outputs, circuit.order)
 
@@ -106,7 +108,7 @@ class _Folder:
     def value(self, node: int) -> np.ndarray | None:
         """The value of a constant node as an array of its shape; None for other nodes."""
         eqn = self.builder.eqns[node]
-        if eqn.op is not Op.CONST:
+        if eqn.op is not _CONST:
             return None
         return np.asarray(eqn.attr("value"), dtype=np.float64).reshape(eqn.shape)
 
@@ -120,6 +122,10 @@ class _Folder:
         return self.builder.const_array(value, loc)
 
     def fold(self, eqn: Eqn, args: tuple[int, ...]) -> int:
+        eqns = self.builder.eqns
+        if eqn.op is not _POW and all(eqns[a].op is not _CONST for a in args):
+            # the common case (no constant operand): nothing to fold; 10^5-node circuits
+            return self.builder.add(eqn.op, args, eqn.attrs, eqn.loc, eqn.series)
         consts = [self.value(a) for a in args]
         if args and not eqn.series and all(c is not None for c in consts):
             folded = self._evaluate(eqn, consts)
