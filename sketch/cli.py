@@ -1,4 +1,5 @@
-"""The deletion-scheme subcommands: ``precompute | predict | exact | stability | evaluate``.
+"""The deletion-scheme subcommands: ``precompute | predict | exact | stability | evaluate |
+scores``.
 
 They run on a training task picked by ``--task`` from :data:`CLI_TASKS` (``microgpt``: the
 paper's §5.2 program on the vendored names; a deletion set is given by substrings of the names
@@ -33,6 +34,7 @@ from .evaluate import (deletion_curve, evaluate_deletions, linear_datamodeling_s
 from .exact import exact_series
 from .precompute import precompute
 from .predict import predict
+from .scores import influence_scores
 from .stability import plot_stability, stability_profile
 from .store import load_sketch, write_json
 
@@ -399,8 +401,37 @@ def _evaluate_with(args: argparse.Namespace, sketch, task, measured: list[tuple[
     return 0
 
 
+def _run_scores(args: argparse.Namespace) -> int:
+    kind = CLI_TASKS[args.task]
+    settings = kind.settings(args)
+    task = kind.build(settings)
+    measured = _measurements(kind, settings, args.measure_name)
+    start = time.perf_counter()
+    result = influence_scores(task, [m for m, _ in measured], backend=args.backend,
+                              checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    print(f"scores of {task.n_examples} examples for {len(measured)} measurement(s) in "
+          f"{time.perf_counter() - start:.1f} s (first-order change of the measurement when the "
+          "example is deleted)")
+    report = []
+    for j, (_, what) in enumerate(measured):
+        top = result.top(j, args.top_k, task.example_labels)
+        print(f"{what}: f(0) = {result.f0[j]:.6g}")
+        for row in top:
+            label = "" if row["label"] is None else f" {row['label']!r}"
+            print(f"  {row['direction']:5s} {row['score']:+11.4g}  example {row['index']}{label}")
+        report.append({"measurement": what, "f0": float(result.f0[j]), "top": top})
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.save(args.out / "scores.npy", result.values)
+    print(f"wrote {args.out / 'scores.npy'} (float64 [n_train, n_test] = {list(result.values.shape)})")
+    _write_json(args.out, "scores.json", {
+        "layout": "scores.npy[i, j] = d measurement_j / d x_i at x = 0 (x_i: down-weight of "
+                  "training example i); [n_train, n_test] as dattri's lds metric takes",
+        "n_train": task.n_examples, "measurements": report})
+    return 0
+
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Add the five subcommands; each sets ``run`` (args -> exit code)."""
+    """Add the six subcommands; each sets ``run`` (args -> exit code)."""
     formatter = {"formatter_class": HelpFormatter}
     p = subparsers.add_parser(
         "precompute",
@@ -492,6 +523,24 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     _run_options(p)
     _cluster_options(p)
     p.set_defaults(run=_run_evaluate)
+
+    p = subparsers.add_parser(
+        "scores", help="exact per-example scores: d measurement / d down-weight of each example",
+        description="Reverse mode through the whole training run (checkpointed): for each "
+                    "measurement, the derivative with respect to every training example's "
+                    "down-weight at x = 0, i.e. the first-order change when the example is "
+                    "deleted. Writes scores.npy [n_train, n_test] and scores.json (top "
+                    "examples per measurement).", **formatter)
+    _task_options(p)
+    _measure_options(p, several=True)
+    p.add_argument("--top-k", type=positive_int, default=10,
+                   help="examples listed per measurement and direction")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="C",
+                   help="store every C-th state of the forward run (default ceil(sqrt(steps)))")
+    p.add_argument("--out", type=output_dir, required=True, metavar="DIR",
+                   help="write scores.npy and scores.json into DIR")
+    _run_options(p)
+    p.set_defaults(run=_run_scores)
 
 
 __all__ = ["CLI_TASKS", "CliTask", "register_cli"]
