@@ -22,7 +22,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from circuitsketch.ir import Builder, Circuit, Op, make_attrs, verify
-from circuitsketch.ir.ops import ELEMENTWISE_OPS
+from circuitsketch.ir.ops import ELEMENTWISE_OPS, INDEX_OPERANDS
 from circuitsketch.ir.shapes import ShapeError, broadcast_shapes
 
 #: the op set of scalar circuits: every elementwise op (sources excluded), in Op order
@@ -110,8 +110,9 @@ def small_shapes(max_rank: int = 3, max_side: int = 4):
 class _ArrayPool:
     """The nodes built so far and the hypothesis ``draw`` that picks among them."""
 
-    def __init__(self, draw, b: Builder, nodes: list[int], kinks: bool) -> None:
+    def __init__(self, draw, b: Builder, nodes: list[int], kinks: bool, index: int | None) -> None:
         self.draw, self.b, self.nodes, self.kinks = draw, b, nodes, kinks
+        self.index = index  # the integer-valued input node take may read, if any
 
     def shape(self, node: int) -> tuple[int, ...]:
         return self.b.eqns[node].shape
@@ -268,6 +269,8 @@ def _array_take(p: _ArrayPool) -> int:
         return p.pick()
     shape = p.shape(a)
     axis = p.draw(st.integers(0, len(shape) - 1))
+    if p.index is not None and p.draw(st.integers(0, 3)):
+        return p.b.add(Op.TAKE, (a, p.index), make_attrs(axis=axis))  # per-step data indices
     index_shape = p.draw(st.sampled_from([(), (2,), (3,), (2, 2)]))
     values = p.draw(st.lists(st.integers(0, shape[axis] - 1), min_size=prod(index_shape),
                              max_size=prod(index_shape)))
@@ -312,12 +315,14 @@ _ARRAY_EMITTERS = {
 
 @st.composite
 def random_array_circuits(draw, ops=ARRAY_OPS, max_nodes: int = 10, kinks: bool = True,
-                          x_shape=None, w_shape=None) -> Circuit:
+                          x_shape=None, w_shape=None, index_input: bool = False) -> Circuit:
     """A verified array circuit over whole-array inputs ``x`` and ``w`` (small random shapes
     unless given), with outputs ``y`` (the last node, whole) and ``total`` (its sum, 0-d).
 
     ``ops`` names the kinds of node drawn (:data:`ARRAY_OPS`); ``kinks=False`` leaves out relu,
     max, reduce_max and select, whose series are undefined at ties (broadcasts make ties).
+    ``index_input`` adds an input ``idx`` [2] that ``take`` may read as its indices (per-step
+    data); :func:`random_array_inputs` fills it with integers in range for every reader.
     """
     unknown = set(ops) - set(_ARRAY_EMITTERS)
     if unknown:
@@ -325,7 +330,8 @@ def random_array_circuits(draw, ops=ARRAY_OPS, max_nodes: int = 10, kinks: bool 
     b = Builder()
     nodes = [b.input_array("x", x_shape if x_shape is not None else draw(small_shapes())),
              b.input_array("w", w_shape if w_shape is not None else draw(small_shapes()))]
-    pool = _ArrayPool(draw, b, nodes, kinks)
+    index = b.input_array("idx", (2,)) if index_input else None
+    pool = _ArrayPool(draw, b, nodes, kinks, index)
     choices = [k for k in ops if kinks or k not in _KINKED]
     for _ in range(draw(st.integers(1, max_nodes))):
         nodes.append(_ARRAY_EMITTERS[draw(st.sampled_from(choices))](pool))
@@ -347,7 +353,7 @@ def every_array_op_circuit() -> Circuit:
     attrs = make_attrs
     xw = b.add(Op.DOT_GENERAL, (x, w), attrs(batch=((), ()), contract=((1,), (0,))), "model.py:2")
     row = b.const_array([1.0, -np.inf, 0.25])
-    shifted = b.add(Op.ADD, (x, row))  # [2,3] + [3]
+    shifted = b.add(Op.ADD, (b.add(Op.MAX, (x, row)), b.const(0.5)))  # max([2,3], [3]) + 0-d
     batched = b.add(Op.DOT_GENERAL, (shifted, x), attrs(batch=((0,), (0,)), contract=((1,), (1,))))
     total = b.add(Op.REDUCE_SUM, (xw,), attrs(axes=(1,)))
     peak = b.add(Op.REDUCE_MAX, (xw,), attrs(axes=(0, 1)))
@@ -368,7 +374,32 @@ def every_array_op_circuit() -> Circuit:
 
 
 def random_array_inputs(circuit: Circuit, seed: int, batch: int | None = None) -> dict:
-    """Uniform(-1.5, 1.5) values for every input of ``circuit`` (``[batch, *shape]`` if batched)."""
+    """Values for every input of ``circuit`` (``[batch, *shape]`` if batched): uniform in
+    (-1.5, 1.5), except inputs read as take/scatter_add indices, which get integers in range
+    for every node reading them."""
     rng = np.random.default_rng(seed)
     lead = () if batch is None else (batch,)
-    return {name: rng.uniform(-1.5, 1.5, size=lead + shape) for name, shape in circuit.inputs}
+    bounds = _index_bounds(circuit)
+    values = {}
+    for name, shape in circuit.inputs:
+        if name in bounds:
+            values[name] = rng.integers(0, bounds[name], size=lead + shape).astype(np.float64)
+        else:
+            values[name] = rng.uniform(-1.5, 1.5, size=lead + shape)
+    return values
+
+
+def _index_bounds(circuit: Circuit) -> dict[str, int]:
+    """Input name -> the smallest index range of the take/scatter_add nodes that read it."""
+    bounds: dict[str, int] = {}
+    for eqn in circuit.eqns:
+        for position in INDEX_OPERANDS.get(eqn.op, ()):
+            source = circuit.eqns[eqn.args[position]]
+            if source.op is not Op.INPUT:
+                continue
+            axis = eqn.attr("axis")
+            size = eqn.attr("size") if eqn.op is Op.SCATTER_ADD else \
+                circuit.eqns[eqn.args[0]].shape[axis]
+            name = source.attr("name")
+            bounds[name] = min(bounds.get(name, size), size)
+    return bounds

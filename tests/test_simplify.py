@@ -238,7 +238,7 @@ def _agree_exactly(before: Circuit, after: Circuit, inputs: dict) -> None:
 
 @pytest.mark.parametrize("name", sorted(PASSES))
 @settings(max_examples=40, deadline=None, derandomize=True)
-@given(circuit=random_array_circuits(max_nodes=10), seed=st.integers(0, 2**31))
+@given(circuit=random_array_circuits(max_nodes=10, index_input=True), seed=st.integers(0, 2**31))
 def test_pass_preserves_outputs_on_random_array_circuits(name, circuit, seed):
     """Unbatched evaluation runs every op at the same batch size as folding does, so folded
     constants are bitwise the values the interpreter computes."""
