@@ -27,7 +27,6 @@ c_1 = sum_{i in D} score_i. The output layout [n_train, n_test] is the score mat
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import weakref
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..backends import BACKENDS, evaluate
+from ..backends import evaluate, resolve_backend
 from ..ir.circuit import Builder, Circuit, Output, Program, copy_into, make_attrs
 from ..ir.ops import Op
 from ..passes.grad import grad
@@ -48,15 +47,12 @@ ADJOINT = "adjoint."
 
 
 def choose_backend(program: Program, backend: str | None) -> str:
-    """``backend`` checked, or by default the fastest that runs the program: ``numba-cpu`` when
-    Numba is installed and the step is a scalar circuit (it runs those far faster; it has no
-    array kernels yet), else ``reference``."""
-    if backend is None:
-        fast = importlib.util.find_spec("numba") is not None and program.step.is_scalar
-        return "numba-cpu" if fast else "reference"
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {sorted(BACKENDS)}")
-    return backend
+    """``backend`` checked, or by default :func:`~circuitsketch.backends.default_backend` (the
+    fastest installed) for a scalar step and ``reference`` for an array step (the compiled
+    backends have no array kernels yet)."""
+    if backend is None and not program.step.is_scalar:
+        return "reference"
+    return resolve_backend(backend)
 
 
 # ---------------------------------------------------------------- the circuits
@@ -273,7 +269,7 @@ def scores(task, measurements: Circuit | Sequence[Circuit], *, backend: str | No
 
     ``measurements``: one measurement circuit or a list (each reads the carried state and has a
     scalar output; ``outputs`` picks an output per measurement where there are several).
-    ``backend``: default :func:`choose_backend`. ``checkpoint_every``: store every c-th state
+    ``backend``: default :func:`choose_backend` (numba-cpu where installed). ``checkpoint_every``: store every c-th state
     in the forward run (default ceil(sqrt(n_steps)); 1 stores the whole trajectory); the result
     does not depend on it. A positive score means deleting the example raises the measurement.
     """

@@ -13,7 +13,8 @@ from circuitsketch.frontends.microgpt import build_task
 from circuitsketch.frontends.microgpt_data import MicrogptConfig
 from circuitsketch.frontends.task import TrainingTask
 from circuitsketch.sketch import exact_series, retrained_values
-from circuitsketch.sketch.scores import influence_scores, scores, step_vjp
+from circuitsketch.backends import default_backend
+from circuitsketch.sketch.scores import choose_backend, influence_scores, scores, step_vjp
 from test_sketch_tasks import logit_measurement, point_loss_measurement, regression_task
 
 SETS = [[0, 5, 7], list(range(12)), [3]]
@@ -154,7 +155,9 @@ def test_array_program_scores_equal_the_scalar_programs(logistic):
     task, measurements, values = logistic
     array_task = array_regression_task(task)
     assert not array_task.program.step.is_scalar
-    # the default backend for an array step is the reference interpreter
+    # the default backend: the fastest installed for a scalar step, the reference for an array one
+    assert choose_backend(task.program, None) == default_backend()
+    assert choose_backend(array_task.program, None) == "reference"
     np.testing.assert_allclose(scores(array_task, measurements), values, rtol=1e-12, atol=1e-15)
 
 
