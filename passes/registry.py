@@ -43,18 +43,23 @@ class Pass:
     name: str
     doc: str
     run: Callable[..., Target] = field(repr=False)
-    options: Mapping[str, str] = field(default_factory=dict)
+    #: (option name, description) pairs: what ``apply`` accepts besides the target
+    options: tuple[tuple[str, str], ...] = ()
     programs: bool = True  # whether the pass also takes a Program
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.options)
 
     def apply(self, target: Target, **options: Any) -> Target:
         """``target`` transformed by this pass with ``options``; input and result verify."""
         return self._apply(_verified(target, "input"), options)
 
     def _apply(self, target: Target, options: Mapping[str, Any]) -> Target:
-        unknown = sorted(set(options) - set(self.options))
+        unknown = sorted(set(options) - set(self.option_names))
         if unknown:
             raise PassError(f"pass {self.name!r} takes no option(s) {unknown}; it takes "
-                            f"{sorted(self.options) or 'none'}")
+                            f"{list(self.option_names) or 'none'}")
         if isinstance(target, Program) and not self.programs:
             raise PassError(f"pass {self.name!r} takes a circuit, not a program")
         return _verified(self.run(target, **options), f"result of pass {self.name!r}")
@@ -123,11 +128,11 @@ PASSES: dict[str, Pass] = _register(
          _on_step(dce)),
     Pass("simplify", "fold, cse and dce repeated until the node count stops shrinking.", simplify),
     Pass("grad", "Reverse-mode derivative: adds outputs d<output>/d<name> for each input in wrt.",
-         _grad, {"output": "the scalar output to differentiate",
-                 "wrt": "inputs to differentiate with respect to (default: all)"}, programs=False),
+         _grad, (("output", "the scalar output to differentiate"),
+                 ("wrt", "inputs to differentiate with respect to (default: all)")), programs=False),
     Pass("taylor", "Lower to order-k truncated-Taylor arithmetic along the seed inputs.", _taylor,
-         {"order": "the truncation order k", "seeds": "the inputs that move along z (a "
-                                                      "program defaults to its weight input)"}),
+         (("order", "the truncation order k"),
+          ("seeds", "the inputs that move along z (a program defaults to its weight input)"))),
 )
 
 
@@ -151,14 +156,14 @@ def parse_pipeline(pipeline: str | list[str]) -> list[Pass]:
 def run_pipeline(target: Target, pipeline: str | list[str], **options: Any) -> Target:
     """Apply the passes of ``pipeline`` in order; each takes the ``options`` it knows."""
     passes = parse_pipeline(pipeline)
-    taken = {o for p in passes for o in p.options}
+    taken = {o for p in passes for o in p.option_names}
     unused = sorted(set(options) - taken)
     if unused:
         raise PassError(f"option(s) {unused} are taken by no pass in {pipeline!r}"
                         + (f" (these take {sorted(taken)})" if taken else ""))
     target = _verified(target, "input")  # once: each pass's result is verified as it is made
     for p in passes:
-        target = p._apply(target, {k: v for k, v in options.items() if k in p.options})
+        target = p._apply(target, {k: v for k, v in options.items() if k in p.option_names})
     return target
 
 
@@ -181,7 +186,7 @@ def _pass_list() -> str:
     lines = ["passes:"]
     for p in PASSES.values():
         lines += textwrap.wrap(p.doc, 76, initial_indent=f"  {p.name:<9} ", subsequent_indent=" " * 12)
-        for option, desc in p.options.items():
+        for option, desc in p.options:
             lines += textwrap.wrap(desc, 76, initial_indent=f"{'':12}{_FLAGS[option]}: ",
                                    subsequent_indent=" " * 14)
     return "\n".join(lines)
@@ -253,7 +258,7 @@ def _run_opt(args: argparse.Namespace) -> int:
         _check_out(args.out)
         passes = parse_pipeline(args.passes)  # a bad pass name fails before the file is read
         options = _cli_options(args)
-        taken = {o for p in passes for o in p.options}
+        taken = {o for p in passes for o in p.option_names}
         unused = [_FLAGS[o] for o in options if o not in taken]
         if unused:
             raise PassError(f"{', '.join(unused)}: not an option of any pass in {args.passes!r}")

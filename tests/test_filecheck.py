@@ -248,6 +248,7 @@ def test_every_registered_pass_is_a_named_frozen_pass_whose_result_verifies():
         assert p.name == name and p.doc
         with pytest.raises(dataclasses.FrozenInstanceError):
             p.name = "other"
+        assert hash(p) == hash(dataclasses.replace(p))  # immutable all the way down
         if name == "grad":  # a vector output: grad needs a scalar one
             target = read_ir((CASES / "grad_array.txt").read_text())
         else:
