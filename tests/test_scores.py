@@ -116,6 +116,8 @@ def test_numba_and_batching_agree_with_the_reference(logistic, microgpt):
     for task, measurements, values in (logistic, microgpt):
         fast = scores(task, measurements, backend="numba-cpu")
         np.testing.assert_allclose(fast, values, rtol=1e-11, atol=1e-15)
+        one = scores(task, measurements[0], backend="numba-cpu")  # a batch of one adjoint
+        np.testing.assert_allclose(one[:, 0], values[:, 0], rtol=1e-11, atol=1e-15)
         for j, measurement in enumerate(measurements):
             alone = scores(task, [measurement], backend="reference")
             np.testing.assert_allclose(alone[:, 0], values[:, j], rtol=1e-13, atol=1e-16)
