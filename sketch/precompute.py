@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -40,9 +41,24 @@ from .store import (PartialSketch, Sketch, SketchMismatchError, batch_ranges, lo
                     run_header)
 
 
+#: lowered programs by (id of the real program, order), while the real program lives
+_LOWERED: dict[tuple[int, int], tuple[weakref.ref, Program]] = {}
+
+
 def lower_program(task, order: int) -> Program:
-    """The task's training program in order-``order`` Taylor arithmetic along its down-weights."""
-    return taylor(task.program, order=order, seeds={task.program.weight})
+    """The task's training program in order-``order`` Taylor arithmetic along its down-weights.
+
+    Cached per program object and order: lowering microgpt takes seconds, and handing the
+    backends the same lowered object lets them reuse its verification and compiled tape
+    (precompute, then exact series, of one task)."""
+    key = (id(task.program), int(order))
+    hit = _LOWERED.get(key)
+    if hit is not None and hit[0]() is task.program:
+        return hit[1]
+    lowered = taylor(task.program, order=order, seeds={task.program.weight})
+    _LOWERED[key] = (weakref.ref(task.program, lambda _, key=key: _LOWERED.pop(key, None)),
+                     lowered)
+    return lowered
 
 
 def train_series(task, lowered: Program, xs: np.ndarray, keep: Sequence[str], *,

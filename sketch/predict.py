@@ -357,5 +357,5 @@ def predict(sketch: Sketch, measurement: Circuit | Sequence[Circuit], deleted: A
 
 
 __all__ = ["Prediction", "check_measurement", "deletion_sets", "lower_measurement",
-           "measure_series", "measurement_coefficients", "measurement_list", "median_of_means", "order_samples",
-           "predict"]
+           "measure_series", "measurement_coefficients", "measurement_list", "median_of_means",
+           "order_samples", "predict"]

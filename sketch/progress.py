@@ -7,9 +7,10 @@ of the rate, so the ETA reflects the real speed. The first ``advance`` is left o
 includes the one-off costs (lowering, tapes, kernel compilation), which would make the ETA of
 a one-minute job read hours. ETA = remaining units / rate, rate = units computed after the
 first advance / seconds since it; unknown (``?``) until a second advance. ``note`` (e.g.
-:func:`compile_note`) is shown from the start until the first advance. On a terminal the bar redraws in place (``\\r``) at most every
-``min_interval`` seconds; elsewhere (logs, pipes) it prints one line at most every
-``log_interval`` seconds. ``close()`` prints the final state and a newline.
+:func:`compile_note`) is shown from the start until the first advance. On a terminal the bar
+redraws in place (``\\r``) at most every ``min_interval`` seconds; elsewhere (logs, pipes) it
+prints one line at most every ``log_interval`` seconds. ``close()`` prints the final state and
+a newline.
 """
 
 from __future__ import annotations
