@@ -10,8 +10,8 @@ estimates). ``--plot`` saves prediction against retraining, with error bars, as 
 
 The defaults (50 steps, 128 directions, deleting the 2 names containing 'ma', loss on 'emma')
 are chosen so that the change is large against the estimate's standard error (the order-3
-estimate resolves it) and the first-order baseline visibly misses it, in under a minute on 2
-CPU cores once the kernels are compiled.
+estimate resolves it) and the first-order baseline visibly misses it, in about 35 s of CPU time
+on 2 cores once the kernels are compiled.
 """
 
 from __future__ import annotations
