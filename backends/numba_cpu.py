@@ -29,7 +29,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..ir.circuit import Circuit, Program
-from . import checks, reference
+from . import array_engine, checks, reference
 from .emit import Target, kernel_module_source, load_kernel_module
 from .reference import EvaluationError
 from .tape import SlotMap, Tape, compile_tape
@@ -457,6 +457,19 @@ def _join(parts: list[dict], shapes: dict, batch: int | None) -> dict[str, np.nd
 
 
 _CPU = CpuEngine()
-# the backend API (``evaluate``, ``run_program``) is the engine's; one engine keeps the caches
-evaluate = _CPU.evaluate
-run_program = _CPU.run_program
+
+
+# the backend API (``evaluate``, ``run_program``): scalar circuits run on the tape engine, array
+# circuits on the array engine (``array_engine``; docs/backends.md "Array engine" says why both)
+def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], **options) -> dict[str, np.ndarray]:
+    """Run ``circuit`` (see :func:`circuitsketch.backends.reference.evaluate`)."""
+    if isinstance(circuit, Circuit) and array_engine.is_array_circuit(circuit):
+        return array_engine.evaluate(circuit, inputs, **options)
+    return _CPU.evaluate(circuit, inputs, **options)
+
+
+def run_program(program: Program, init: Mapping[str, np.ndarray], **options) -> dict[str, np.ndarray]:
+    """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`)."""
+    if isinstance(program, Program) and array_engine.is_array_circuit(program.step):
+        return array_engine.run_program(program, init, **options)
+    return _CPU.run_program(program, init, **options)

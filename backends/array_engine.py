@@ -1,0 +1,809 @@
+"""The array engine of ``backend="numba-cpu"``: plan an array circuit, then run the plan.
+
+**Plan** (:func:`plan`). Each node becomes one or a few calls of the kernels of
+:mod:`.array_codegen` (``KERNELS``): elementwise ops with their operand kinds, gathers for the
+structural ops (transpose, broadcast, slice; reshape and a real stop_gradient are aliases, no
+code), reductions and dot_general over operands brought to a canonical order, take and
+scatter_add. Every value is a region of an arena (``R`` real, ``S`` series, ``I`` int64 gather
+tables), sized for a block of ``nb`` directions; a value that does not depend on the
+directions (constants, per-step data and what is computed from them only) is stored once
+(batch stride 0). Sizes and offsets are linear in ``nb`` (:class:`Lin`), so one plan, and one
+compiled step, serves any block width.
+
+**Memory plan**: a buffer is freed after the last node reading it (reshape aliases share
+their operand's buffer) and reused by the next value of the same size; inputs, constants and
+the outputs of a step stay. A program's carried state lives in the buffers of its step inputs:
+at the end of each step the new state is copied into them (in place: no arrays are allocated
+per step), after every node has read the old state.
+
+**Run**. ``evaluate`` calls the kernels from Python, one call per plan entry (no compilation
+per circuit). ``run_program`` runs a generated step function (:func:`step_source`: one line per
+plan entry, compiled by Numba once per program structure and cached on disk), one call per
+step and block of directions; blocks run in parallel on threads (the kernels release the GIL).
+A kernel error code is mapped to the node it came from: ``EvaluationError`` (``KinkError`` for
+a kink) naming the node and its traced source line, as the reference interpreter does.
+
+Layouts and API: as :mod:`circuitsketch.backends.reference` (inputs unbatched or batched,
+series ``[.., k+1, *shape]`` at the API, ``[k+1, B, *shape]`` inside).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from math import prod
+from typing import Callable, Mapping
+
+import numpy as np
+
+from ..ir.circuit import Circuit, Eqn, Program
+from ..ir.ops import ELEMENTWISE_OPS, Op
+from ..semantics.errors import EvaluationError, KinkError
+from . import array_codegen as cg
+from . import checks, reference
+from .emit import load_kernel_module
+
+#: bytes of arena one block of directions may use (blocks are cut to fit)
+MEMORY_BUDGET = 2 << 30
+
+
+@dataclass(frozen=True)
+class Lin:
+    """The integer ``a * nb + b`` for a block of ``nb`` directions."""
+
+    a: int = 0
+    b: int = 0
+
+    def __add__(self, other: "Lin") -> "Lin":
+        return Lin(self.a + other.a, self.b + other.b)
+
+    def at(self, nb: int) -> int:
+        return self.a * nb + self.b
+
+    def render(self) -> str:
+        if not self.a:
+            return str(self.b)
+        return f"{self.a} * nb" + (f" + {self.b}" if self.b else "")
+
+
+def _lin(x) -> Lin:
+    return x if isinstance(x, Lin) else Lin(0, int(x))
+
+
+NB = Lin(1, 0)
+
+
+@dataclass(frozen=True)
+class Buf:
+    """A value's region: arena ``R``/``S``, offset, elements ``n``, batched (bw = nb) or not."""
+
+    arena: str
+    off: Lin
+    n: int
+    batched: bool
+
+    @property
+    def series(self) -> bool:
+        return self.arena == "S"
+
+    @property
+    def bw(self) -> Lin:
+        return NB if self.batched else Lin(0, 1)
+
+    def desc(self, broadcast: bool = False) -> tuple:
+        """(off, cj, cd, ce): coefficient, direction and element strides (module doc)."""
+        cj = Lin(self.n, 0) if self.batched else Lin(0, self.n)
+        return (self.off, cj, self.n if self.batched else 0, 0 if broadcast else 1)
+
+
+class _Allocator:
+    """Offsets in one arena: a freed region is reused by the next request of the same size."""
+
+    def __init__(self) -> None:
+        self.top = Lin()
+        self.free: dict[Lin, list[Lin]] = {}
+
+    def take(self, size: Lin, fresh: bool = False) -> Lin:
+        """An offset for ``size``; ``fresh``: never a reused region (constants are written
+        before the run starts, so no earlier value may share their region)."""
+        pool = None if fresh else self.free.get(size)
+        if pool:
+            return pool.pop()
+        off, self.top = self.top, self.top + size
+        return off
+
+    def give(self, off: Lin, size: Lin) -> None:
+        self.free.setdefault(size, []).append(off)
+
+
+@dataclass
+class Entry:
+    """One kernel call: kernel name, its arguments after (R, S, I), the node it computes."""
+
+    kernel: str
+    args: tuple
+    node: int
+
+
+@dataclass
+class Plan:
+    """A circuit (or program step) as kernel calls over arenas (module doc)."""
+
+    circuit: Circuit
+    k1: int
+    entries: list[Entry] = field(default_factory=list)
+    index: list[np.ndarray] = field(default_factory=list)
+    consts: list[tuple[Buf, np.ndarray]] = field(default_factory=list)
+    inputs: dict[str, Buf] = field(default_factory=dict)
+    values: dict[int, Buf] = field(default_factory=dict)
+    sizes: dict[str, Lin] = field(default_factory=dict)
+    n_index: int = 0
+
+    def index_table(self, table: np.ndarray) -> int:
+        """Append an int64 gather table to ``I``; returns its offset."""
+        off = self.n_index
+        self.index.append(np.asarray(table, dtype=np.int64).ravel())
+        self.n_index += self.index[-1].size
+        return off
+
+    def describe(self, code: int) -> tuple[int, str]:
+        """(node, message) of a step's error code ``entry * 128 + kernel code``."""
+        entry = self.entries[code // 128]
+        return entry.node, cg.KERNELS[entry.kernel].message(code % 128)
+
+
+# ---------------------------------------------------------------- planning
+
+class _Planner:
+    """Walks a circuit once, emitting kernel calls and assigning buffers (module doc)."""
+
+    def __init__(self, circuit: Circuit, per_step=(), keep=()) -> None:
+        self.c = circuit
+        self.plan = Plan(circuit, circuit.order + 1)
+        self.alloc = {"R": _Allocator(), "S": _Allocator()}
+        self.per_step = set(per_step)
+        self.root: dict[int, int] = {}
+        self.last: dict[int, int] = {}
+        self.keep = set(keep)
+        self.k1 = circuit.order + 1
+
+    # -- buffers
+
+    def size(self, arena: str, n: int, batched: bool) -> Lin:
+        per = n * (self.k1 if arena == "S" else 1)
+        return Lin(per, 0) if batched else Lin(0, per)
+
+    def new(self, series: bool, n: int, batched: bool, fresh: bool = False) -> Buf:
+        arena = "S" if series else "R"
+        return Buf(arena, self.alloc[arena].take(self.size(arena, n, batched), fresh), n, batched)
+
+    def free(self, buf: Buf) -> None:
+        self.alloc[buf.arena].give(buf.off, self.size(buf.arena, buf.n, buf.batched))
+
+    # -- the walk
+
+    def run(self) -> Plan:
+        eqns = self.c.eqns
+        for node, eqn in enumerate(eqns):
+            self.root[node] = self.root[eqn.args[0]] if self._aliases(eqn) else node
+        lasts: dict[int, int] = {}
+        for node, eqn in enumerate(eqns):
+            for a in eqn.args:
+                lasts[self.root[a]] = node
+        for out in self.c.outputs:
+            for n in out.nodes:
+                self.keep.add(self.root[n])
+        self._inputs()
+        for node, eqn in enumerate(eqns):
+            self._node(node, eqn)
+            for root in {self.root[a] for a in eqn.args}:
+                if lasts.get(root) == node and root not in self.keep and self._owned(root):
+                    self.free(self.plan.values[root])
+        self.plan.sizes = {arena: a.top for arena, a in self.alloc.items()}
+        return self.plan
+
+    def _owned(self, root: int) -> bool:
+        eqn = self.c.eqns[root]
+        return eqn.op is not Op.INPUT and eqn.op is not Op.CONST
+
+    def _aliases(self, eqn: Eqn) -> bool:
+        if eqn.op is Op.RESHAPE:
+            return True
+        return eqn.op is Op.STOP_GRADIENT and not self.c.eqns[eqn.args[0]].series
+
+    def _inputs(self) -> None:
+        series = reference.series_inputs(self.c)
+        for name, shape in self.c.inputs:
+            buf = self.new(name in series, prod(shape), name not in self.per_step)
+            self.plan.inputs[name] = buf
+
+    def _series(self, eqn: Eqn) -> bool:
+        return bool(eqn.series) and self.c.order > 0
+
+    def _batched(self, eqn: Eqn) -> bool:
+        return any(self.plan.values[a].batched for a in eqn.args)
+
+    def _node(self, node: int, eqn: Eqn) -> None:
+        values = self.plan.values
+        if self._aliases(eqn):
+            values[node] = values[eqn.args[0]]
+            return
+        if eqn.op is Op.INPUT:
+            whole = self.plan.inputs[eqn.attr("name")]
+            if not any(key == "index" for key, _ in eqn.attrs):
+                values[node] = whole
+                return
+            out = self.new(whole.series, 1, whole.batched)
+            kernel = "gather_s" if whole.series else "gather_r"
+            self.emit(kernel, (self.k1, whole.bw, 1, out.off, *whole.desc(),
+                               self.plan.index_table([eqn.attr("index")])), node)
+            values[node] = out
+            return
+        if eqn.op is Op.CONST:
+            value = np.asarray(eqn.attr("value"), dtype=np.float64).ravel()
+            buf = self.new(False, value.size, False, fresh=True)
+            self.plan.consts.append((buf, value))
+            values[node] = buf
+            return
+        values[node] = PLANNERS[eqn.op](self, node, eqn)
+
+    def emit(self, kernel: str, args: tuple, node: int) -> None:
+        if kernel not in cg.KERNELS:
+            raise NotImplementedError(f"{self.c.describe(node)}: the array engine has no kernel "
+                                      f"{kernel!r}")
+        self.plan.entries.append(Entry(kernel, args, node))
+
+    def shape(self, node: int) -> tuple[int, ...]:
+        return self.c.eqns[node].shape
+
+    # -- shared helpers
+
+    def gather(self, buf: Buf, table: np.ndarray, node: int) -> Buf:
+        """A new buffer holding ``buf`` read through the flat gather ``table``."""
+        out = self.new(buf.series, int(table.size), buf.batched)
+        self.emit("gather_s" if buf.series else "gather_r",
+                  (self.k1, out.bw, out.n, out.off, *buf.desc(), self.plan.index_table(table)), node)
+        return out
+
+    def canonical(self, buf: Buf, shape, perm, node: int) -> tuple[Buf, bool]:
+        """``buf`` with its axes in order ``perm`` (a gathered temporary unless already so)."""
+        if tuple(perm) == tuple(range(len(shape))):
+            return buf, False
+        table = np.arange(prod(shape)).reshape(shape).transpose(perm)
+        return self.gather(buf, table, node), True
+
+    def elementwise(self, op: Op, operands: list[tuple[Buf, tuple]], shape, series: bool,
+                    node: int, p: float = 0.0) -> Buf:
+        """``op`` on (buffer, shape) operands broadcast to ``shape``; a new result buffer."""
+        n = prod(shape)
+        descs, temps = [], []
+        for buf, s in operands:
+            if s != tuple(shape) and prod(s) != 1:
+                table = np.broadcast_to(np.arange(prod(s)).reshape((1,) * (len(shape) - len(s)) + s),
+                                        shape)
+                buf = self.gather(buf, table, node)
+                temps.append(buf)
+            descs.append(buf.desc(broadcast=prod(s) == 1 and n != 1))
+        kinds = "".join("s" if b.series else "r" for b, _ in operands)
+        if not series and op not in cg.REAL_RESULT:
+            kinds = "r" * len(operands) if "s" not in kinds else kinds
+        out = self.new(series, n, any(b.batched for b, _ in operands))
+        args = (self.k1, "kinks", float(p), out.bw, n, out.off)
+        self.emit(cg.ew_name(op, kinds), args + tuple(x for d in descs for x in d), node)
+        for t in temps:
+            self.free(t)
+        return out
+
+
+def _plan_elementwise(pl: _Planner, node: int, eqn: Eqn) -> Buf:
+    operands = [(pl.plan.values[a], pl.shape(a)) for a in eqn.args]
+    series = pl._series(eqn)
+    p = float(eqn.attr("p")) if eqn.op is Op.POW else 0.0
+    if eqn.op is Op.STOP_GRADIENT:
+        return pl.elementwise(eqn.op, operands, eqn.shape, False, node)
+    if eqn.op is Op.SUM:
+        return _fold(pl, operands, eqn, node)
+    if eqn.op is Op.DOT:
+        half = len(operands) // 2
+        products = []
+        for a, b in zip(operands[:half], operands[half:]):
+            shape = _broadcast(a[1], b[1])
+            products.append((pl.elementwise(Op.MUL, [a, b], shape, a[0].series or b[0].series,
+                                            node), shape))
+        return _fold(pl, products, eqn, node, temporaries=True)
+    return pl.elementwise(eqn.op, operands, eqn.shape, series, node, p)
+
+
+def _broadcast(a, b):
+    from ..ir.shapes import broadcast_shapes
+    return broadcast_shapes(a, b)
+
+
+def _fold(pl: _Planner, operands, eqn: Eqn, node: int, temporaries: bool = False) -> Buf:
+    """Left fold of adds (the reference's ``sum`` order); ``temporaries``: operands are ours."""
+    acc, shape = operands[0]
+    if len(operands) == 1:
+        return acc if temporaries else pl.elementwise(Op.ADD, [operands[0], (_zero(pl), ())],
+                                                      shape, acc.series, node)
+    for buf, s in operands[1:]:
+        out_shape = _broadcast(shape, s)
+        new = pl.elementwise(Op.ADD, [(acc, shape), (buf, s)], out_shape,
+                             acc.series or buf.series, node)
+        if temporaries or acc is not operands[0][0]:
+            pl.free(acc)
+        if temporaries:
+            pl.free(buf)
+        acc, shape = new, out_shape
+    return acc
+
+
+def _zero(pl: _Planner) -> Buf:
+    buf = pl.new(False, 1, False, fresh=True)
+    pl.plan.consts.append((buf, np.zeros(1)))
+    return buf
+
+
+def _plan_gather(table_of: Callable) -> Callable:
+    def rule(pl: _Planner, node: int, eqn: Eqn) -> Buf:
+        (a,) = eqn.args
+        table = table_of(eqn, np.arange(prod(pl.shape(a))).reshape(pl.shape(a)))
+        return pl.gather(pl.plan.values[a], np.ascontiguousarray(table), node)
+    return rule
+
+
+def _slice_table(eqn: Eqn, idx: np.ndarray) -> np.ndarray:
+    return idx[tuple(slice(s, e, st) for s, e, st in
+                     zip(eqn.attr("start"), eqn.attr("stop"), eqn.attr("step")))]
+
+
+def _broadcast_table(eqn: Eqn, idx: np.ndarray) -> np.ndarray:
+    shape = tuple(eqn.attr("shape"))
+    return np.broadcast_to(idx.reshape((1,) * (len(shape) - idx.ndim) + idx.shape), shape)
+
+
+def _plan_reduce(pl: _Planner, node: int, eqn: Eqn) -> Buf:
+    (a,) = eqn.args
+    shape, axes = pl.shape(a), eqn.attr("axes")
+    keep = [i for i in range(len(shape)) if i not in axes]
+    table = np.arange(prod(shape)).reshape(shape).transpose(keep + list(axes))
+    m, nr = prod(shape[i] for i in keep), prod(shape[i] for i in axes)
+    src = pl.plan.values[a]
+    out = pl.new(src.series, m, src.batched)
+    kind = "s" if src.series else "r"
+    head = (pl.k1, "kinks") if eqn.op is Op.REDUCE_MAX and src.series else (pl.k1,)
+    pl.emit(f"{eqn.op.value}_{kind}", head + (out.bw, m, nr, out.off, *src.desc(),
+                                              pl.plan.index_table(table)), node)
+    return out
+
+
+def _plan_dot_general(pl: _Planner, node: int, eqn: Eqn) -> Buf:
+    a, b = eqn.args
+    sa, sb = pl.shape(a), pl.shape(b)
+    (lc, rc), (lb, rb) = eqn.attr("contract"), eqn.attr("batch")
+    lfree = [i for i in range(len(sa)) if i not in lc and i not in lb]
+    rfree = [i for i in range(len(sb)) if i not in rc and i not in rb]
+    A, ta = pl.canonical(pl.plan.values[a], sa, list(lb) + lfree + list(lc), node)
+    B, tb = pl.canonical(pl.plan.values[b], sb, list(rb) + rfree + list(rc), node)
+    G = prod(sa[i] for i in lb)
+    M, N, C = prod(sa[i] for i in lfree), prod(sb[i] for i in rfree), prod(sa[i] for i in lc)
+    kinds = ("s" if A.series else "r") + ("s" if B.series else "r")
+    out = pl.new("s" in kinds, G * M * N, A.batched or B.batched)
+    pl.emit(f"dg_{kinds}", (pl.k1, out.bw, G, M, N, C, out.off, *A.desc(), *B.desc()), node)
+    for temp, made in ((A, ta), (B, tb)):
+        if made:
+            pl.free(temp)
+    return out
+
+
+def _plan_take(pl: _Planner, node: int, eqn: Eqn) -> Buf:
+    a, i = eqn.args
+    shape, axis = pl.shape(a), eqn.attr("axis")
+    src, idx = pl.plan.values[a], pl.plan.values[i]
+    pre, size, post, m = prod(shape[:axis]), shape[axis], prod(shape[axis + 1:]), prod(pl.shape(i))
+    if eqn.op is Op.TAKE:
+        n = pre * m * post
+    else:
+        size = eqn.attr("size")
+        m = prod(pl.shape(i))
+        post = prod(shape[axis + len(pl.shape(i)):])
+        n = pre * size * post
+    out = pl.new(src.series, n, src.batched or idx.batched)
+    kernel = f"{eqn.op.value}_{'s' if src.series else 'r'}"
+    pl.emit(kernel, (pl.k1, out.bw, pre, size, post, m, out.off, *src.desc(), idx.off,
+                     idx.n if idx.batched else 0), node)
+    return out
+
+
+def _plan_concatenate(pl: _Planner, node: int, eqn: Eqn) -> Buf:
+    axis = eqn.attr("axis")
+    series = pl._series(eqn)
+    out = pl.new(series, prod(eqn.shape), pl._batched(eqn))
+    positions = np.arange(prod(eqn.shape)).reshape(eqn.shape)
+    start = 0
+    for a in eqn.args:
+        width = pl.shape(a)[axis]
+        part = positions[(slice(None),) * axis + (slice(start, start + width),)]
+        start += width
+        src = pl.plan.values[a]
+        kernel = "place_s" if src.series else ("place_rs" if series else "place_r")
+        pl.emit(kernel, (pl.k1, out.bw, out.n, out.off, src.n, *src.desc(),
+                         pl.plan.index_table(part)), node)
+    return out
+
+
+#: op -> planner of its kernel calls (elementwise ops share one)
+PLANNERS: dict[Op, Callable] = {op: _plan_elementwise for op in ELEMENTWISE_OPS}
+PLANNERS.update({
+    Op.TRANSPOSE: _plan_gather(lambda e, idx: idx.transpose(e.attr("perm"))),
+    Op.BROADCAST: _plan_gather(_broadcast_table),
+    Op.SLICE: _plan_gather(_slice_table),
+    Op.REDUCE_SUM: _plan_reduce, Op.REDUCE_MAX: _plan_reduce,
+    Op.DOT_GENERAL: _plan_dot_general, Op.TAKE: _plan_take, Op.SCATTER_ADD: _plan_take,
+    Op.CONCATENATE: _plan_concatenate,
+})
+
+
+def plan(circuit: Circuit, per_step=(), keep=()) -> Plan:
+    """The kernel calls and buffers of ``circuit`` (``per_step``: inputs shared by all
+    directions, loaded each step; ``keep``: nodes whose buffers must survive the step)."""
+    return _Planner(circuit, per_step, keep).run()
+
+
+# ---------------------------------------------------------------- programs: loads and copies
+
+def plan_program(program: Program) -> Plan:
+    """The plan of a program's step plus its loop entries: per-step data and down-weights
+    loaded first, the new carried state copied into the step inputs last (module doc)."""
+    step = program.step
+    pl = _Planner(step, program.per_step)
+    body = pl.run()
+    head, tail = [], []
+    columns = 0
+    for name in program.per_step:
+        buf = body.inputs[name]
+        if buf.series:
+            raise NotImplementedError(f"per-step data {name!r} is a series: the array engine "
+                                      "loads per-step data as real values")
+        head.append(Entry("load_rows_r", (pl.k1, "DR", "t", buf.n, buf.off, columns), -1))
+        columns += buf.n
+    if program.weight is not None:
+        buf = body.inputs[program.weight]
+        kernel, x = ("load_weights_s", "XS") if buf.series else ("load_weights_r", "XR")
+        head.append(Entry(kernel, (pl.k1, x, "ids", "t", NB, buf.n, buf.off), -1))
+    inputs = {(b.arena, b.off) for b in body.inputs.values()}
+    sources = {}
+    for name in program.carry:
+        (node,) = step.output(name).nodes if step.output(name).is_array(step.eqns) else (None,)
+        if node is None:
+            raise NotImplementedError(f"carried state {name!r} is output element by element; the "
+                                      "array engine runs programs whose outputs are whole arrays")
+        src, dst = body.values[node], body.inputs[name]
+        if not src.batched:  # widen a direction-independent value to the batched buffer
+            wide = pl.new(src.series, src.n, True)
+            tail.append(Entry("gather_s" if src.series else "gather_r",
+                              (pl.k1, NB, src.n, wide.off, *src.desc(),
+                               body.index_table(np.arange(src.n))), -1))
+            src = wide
+        elif (src.arena, src.off) in inputs:
+            copy = pl.new(src.series, src.n, True)  # the old state is still read by later copies
+            tail.append(Entry("copy_s" if src.series else "copy_r",
+                              (pl.k1, pl.size(src.arena, src.n, True), copy.off, src.off), -1))
+            src = copy
+        sources[name] = (src, dst)
+    for name, (src, dst) in sources.items():
+        kernel = {("S", "S"): "copy_s", ("R", "R"): "copy_r", ("R", "S"): "copy_rs"}[
+            src.arena, dst.arena]
+        tail.append(Entry(kernel, (pl.k1, pl.size("R" if kernel == "copy_rs" else src.arena,
+                                                  src.n, True), dst.off, src.off), -1))
+    body.entries = head + body.entries + tail
+    body.sizes = {arena: a.top for arena, a in pl.alloc.items()}
+    return body
+
+
+_ENV = ("kinks", "DR", "XR", "XS", "ids", "t")
+
+
+def step_source(plan: Plan, library_name: str) -> tuple[str, list[str]]:
+    """A Numba interpreter of the plan's entries: one branch per kernel the plan uses, which
+    calls it with its arguments read from the entry's row of ``args`` (ints) and ``fargs``
+    (floats). Its source depends only on the set of kernels, so programs built from the same
+    ops share one compiled interpreter (cached on disk by Numba). Returns (source, kernels)."""
+    kernels = sorted({e.kernel for e in plan.entries})
+    templates = {}
+    for entry in plan.entries:
+        templates.setdefault(entry.kernel, entry.args)
+    branches = []
+    for k, name in enumerate(kernels):
+        args, q = [], 0
+        for a in templates[name]:
+            if isinstance(a, str):
+                args.append(a)
+            elif isinstance(a, float):
+                args.append("fargs[e]")
+            else:
+                args.append(f"args[q + {q}]")
+                q += 1
+        branches.append(f"{'if' if k == 0 else 'elif'} k == {k}:\n"
+                        f"    c = {name}(R, S, I, {', '.join(args)})")
+    body = "\n".join(["c = 0", "k = code[e]", "q = ptr[e]", *branches, "if c:",
+                      "    return e * 128 + c"])
+    source = "\n".join([
+        '"""Generated by circuitsketch: the step interpreter of array programs. Do not edit."""',
+        "import numba", f"from {library_name} import {', '.join(kernels)}", "", "",
+        cg.DECORATOR,
+        "def run_step(R, S, I, DR, XR, XS, ids, t, kinks, code, ptr, args, fargs):",
+        "    for e in range(code.shape[0]):", textwrap.indent(body, " " * 8), "    return 0", ""])
+    return source, kernels
+
+
+def encode(plan: Plan, kernels: list[str], nb: int) -> tuple[np.ndarray, ...]:
+    """The entries as arrays for ``run_step``: kernel number, argument offsets, ints, floats."""
+    number = {name: k for k, name in enumerate(kernels)}
+    code, ptr, ints, floats = [], [], [], []
+    for entry in plan.entries:
+        code.append(number[entry.kernel])
+        ptr.append(len(ints))
+        floats.append(next((a for a in entry.args if isinstance(a, float)), 0.0))
+        ints += [a.at(nb) if isinstance(a, Lin) else a for a in entry.args
+                 if not isinstance(a, (str, float))]
+    return (np.array(code, np.int64), np.array(ptr, np.int64), np.array(ints + [0], np.int64),
+            np.array(floats, np.float64))
+
+
+# ---------------------------------------------------------------- running a plan
+
+@dataclass
+class Block:
+    """The arenas of one block of ``nb`` directions."""
+
+    plan: Plan
+    nb: int
+    R: np.ndarray
+    S: np.ndarray
+    I: np.ndarray
+
+    @classmethod
+    def allocate(cls, plan: Plan, nb: int) -> "Block":
+        R = np.zeros(max(plan.sizes["R"].at(nb), 1))
+        S = np.zeros(max(plan.sizes["S"].at(nb), 1), dtype=np.complex128)
+        index = np.concatenate(plan.index) if plan.index else np.zeros(1, dtype=np.int64)
+        block = cls(plan, nb, R, S, index)
+        for buf, value in plan.consts:
+            R[buf.off.at(nb): buf.off.at(nb) + value.size] = value
+        return block
+
+    def view(self, buf: Buf) -> np.ndarray:
+        """[nb or 1, n] (real) or [K1, nb or 1, n] (series) view of a buffer."""
+        bw = self.nb if buf.batched else 1
+        off = buf.off.at(self.nb)
+        if buf.series:
+            return self.S[off: off + self.plan.k1 * bw * buf.n].reshape(self.plan.k1, bw, buf.n)
+        return self.R[off: off + bw * buf.n].reshape(bw, buf.n)
+
+    def put(self, buf: Buf, value: np.ndarray) -> None:
+        """Write an internal value ([B, *S] or [K1, B, *S], B = nb or 1) into ``buf``."""
+        view = self.view(buf)
+        if buf.series and value.dtype != np.complex128:
+            view[...] = 0
+            view[0] = value.reshape(value.shape[0], -1)
+            return
+        view[...] = value.reshape(value.shape[: view.ndim - 1] + (-1,))
+
+    def run(self, kinks: bool) -> int:
+        """Call every entry from Python (evaluate); the first error code, or 0."""
+        lib = cg.library()
+        env = {"kinks": kinks}
+        for i, entry in enumerate(self.plan.entries):
+            args = [env[a] if isinstance(a, str) else a.at(self.nb) if isinstance(a, Lin) else a
+                    for a in entry.args]
+            code = getattr(lib, entry.kernel)(self.R, self.S, self.I, *args)
+            if code:
+                return i * 128 + code
+        return 0
+
+
+def _fail(plan: Plan, code: int) -> None:
+    node, message = plan.describe(code)
+    kind = KinkError if code % 128 == cg.KINK else EvaluationError
+    raise kind(f"{plan.circuit.describe(node)}: {message}")
+
+
+def _rows(value: np.ndarray, lo: int, nb: int, width: int, lead: int) -> np.ndarray:
+    """Directions lo .. lo+nb-1 of an internal value (batch axis ``lead``); padding repeats the
+    last direction, a value shared by all directions stays one row."""
+    if value.shape[lead] == 1:
+        return value
+    picks = np.minimum(np.arange(lo, lo + nb), width - 1)
+    return np.take(value, picks, axis=lead)
+
+
+def block_width(plan: Plan, width: int) -> int:
+    """Directions per block: the batch split over the threads, cut to ``MEMORY_BUDGET``."""
+    import numba
+
+    per_direction = 8 * plan.sizes["R"].a + 16 * plan.sizes["S"].a
+    cap = max(1, MEMORY_BUDGET // max(per_direction, 1))
+    return max(1, min(math.ceil(width / numba.get_num_threads()), cap))
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _map(fn, items: list) -> list:
+    """``fn`` over ``items`` on threads (the kernels release the GIL), in order."""
+    if len(items) == 1:
+        return [fn(items[0])]
+    if not _POOL:
+        import numba
+        _POOL.append(ThreadPoolExecutor(numba.get_num_threads(), thread_name_prefix="cs-array"))
+    return list(_POOL[0].map(fn, items))
+
+
+# ---------------------------------------------------------------- the backend API
+
+class ArrayEngine:
+    """``evaluate`` and ``run_program`` of array circuits (plans and step functions cached)."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple, tuple] = {}
+        self._steps: dict[str, Callable] = {}
+
+    def _cached(self, key_obj, roles, build: Callable) -> Plan:
+        key = (id(key_obj), roles)
+        hit = self._plans.get(key)
+        if hit is not None and hit[0]() is key_obj:
+            return hit[1]
+        result = build()
+        self._plans[key] = (weakref.ref(key_obj, lambda _, key=key: self._plans.pop(key, None)),
+                            result)
+        return result
+
+    def evaluate(self, circuit: Circuit, inputs: Mapping[str, np.ndarray], *,
+                 batch: int | None = None, ignore_kinks: bool = False) -> dict[str, np.ndarray]:
+        """Run an array circuit (see :func:`circuitsketch.backends.reference.evaluate`)."""
+        checks.require_verified(circuit)
+        checks.check_batch(batch)
+        reference.check_circuit_inputs(circuit, inputs)
+        series = reference.series_inputs(circuit)
+        internal = {name: _internal(circuit, name, inputs[name], shape, name in series, batch)
+                    for name, shape in circuit.inputs}
+        the_plan = self._cached(circuit, None, lambda: plan(circuit))
+        width = batch or 1
+        nb = block_width(the_plan, width)
+
+        def run(lo: int) -> Block:
+            block = Block.allocate(the_plan, nb)
+            for name, buf in the_plan.inputs.items():
+                block.put(buf, _rows(internal[name], lo, nb, width, 1 if buf.series else 0))
+            code = block.run(not ignore_kinks)
+            if code:
+                _fail(the_plan, code)
+            return block
+
+        blocks = _map(run, list(range(0, width, nb)))
+        return {out.name: _gather_output(the_plan, blocks, out, width, batch)
+                for out in circuit.outputs}
+
+    def step_function(self, the_plan: Plan, nb: int) -> Callable:
+        """``step(R, S, I, DR, XR, XS, ids, t, kinks)`` running one step of ``the_plan`` on a
+        block of ``nb`` directions (the interpreter of :func:`step_source`, cached on disk)."""
+        lib = cg.library()
+        source, kernels = step_source(the_plan, lib.__name__)
+        if source not in self._steps:
+            self._steps[source] = load_kernel_module(source, "cs_array_step").run_step
+        run, tables = self._steps[source], encode(the_plan, kernels, nb)
+        return lambda *arrays: run(*arrays, *tables)
+
+    def run_program(self, program: Program, init: Mapping[str, np.ndarray], *,
+                    data: Mapping[str, np.ndarray] | None = None,
+                    static: Mapping[str, np.ndarray] | None = None,
+                    x: np.ndarray | None = None, example_ids: np.ndarray | None = None,
+                    n_examples: int | None = None, batch: int | None = None,
+                    ignore_kinks: bool = False,
+                    progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+        """Run a training loop of array steps (see ``reference.run_program``)."""
+        checks.require_verified(program)
+        checks.check_batch(batch)
+        data, static = dict(data or {}), dict(static or {})
+        step = program.step
+        shapes = step.input_shapes
+        reference._check_names("initial state", init, program.carry)
+        reference._check_names("static input", static, program.static_inputs)
+        reference._check_data(program, data)
+        checks.check_weights_given(program, x)
+        series = reference.series_inputs(step)
+        the_plan = self._cached(program, "program", lambda: plan_program(program))
+        width, n_steps, k1 = batch or 1, program.n_steps, step.order + 1
+        state = {name: _internal(step, name, init[name], shapes[name], False, batch)
+                 for name in program.carry}
+        fixed = {name: _internal(step, name, static[name], shapes[name], name in series, batch)
+                 for name in program.static_inputs}
+        rows = [checks.input_array(f"per-step data {name!r}", data[name], series=False,
+                                   rows=n_steps)[:n_steps].reshape(n_steps, -1)
+                for name in program.per_step]
+        DR = np.ascontiguousarray(np.concatenate(rows, axis=1) if rows else np.zeros((1, 1)))
+        XR, XS, ids = np.zeros((1, 1)), np.zeros((1, 1, 1), np.complex128), np.zeros((1, 1), np.int64)
+        if program.weight is not None:
+            wseries = program.weight in series
+            xs, ids = checks.check_down_weights(program, x, example_ids, n_examples, series=wseries)
+            xs = xs[None] if xs.ndim == (2 if wseries else 1) else xs
+            if wseries:
+                XS = xs
+            else:
+                XR = xs
+        if n_steps == 0:
+            return {name: reference._external(state[name], shapes[name], False, batch, k1)
+                    for name in program.carry}
+        nb = block_width(the_plan, width)
+        run_step = self.step_function(the_plan, nb)
+
+        def start(lo: int):
+            block = Block.allocate(the_plan, nb)
+            for name, value in [*state.items(), *fixed.items()]:
+                buf = the_plan.inputs[name]
+                block.put(buf, _rows(value, lo, nb, width, 1 if value.dtype == np.complex128
+                                     and value.ndim == len(shapes[name]) + 2 else 0))
+            xr = _rows(XR, lo, nb, width, 0) if XR.shape[0] > 1 else np.broadcast_to(XR, (nb,) + XR.shape[1:])
+            xsb = _rows(XS, lo, nb, width, 0) if XS.shape[0] > 1 else np.broadcast_to(XS, (nb,) + XS.shape[1:])
+            return block, np.ascontiguousarray(xr), np.ascontiguousarray(xsb)
+
+        blocks = _map(start, list(range(0, width, nb)))
+        for t in range(n_steps):
+            codes = _map(lambda b: int(run_step(b[0].R, b[0].S, b[0].I, DR, b[1], b[2], ids, t,
+                                                not ignore_kinks)), blocks)
+            bad = [c for c in codes if c]
+            if bad:
+                _fail(the_plan, min(bad))
+            if progress is not None:
+                progress(t + 1)
+        return {name: _gather_whole(the_plan, [b[0] for b in blocks], the_plan.inputs[name],
+                                    shapes[name], width, batch) for name in program.carry}
+
+
+def _internal(circuit: Circuit, name: str, array, shape, series: bool, batch) -> np.ndarray:
+    """An API input checked (``checks.input_array``) and in the internal layout."""
+    array = checks.input_array(f"input {name!r}", array, series=series)
+    return reference._internal_input(circuit, name, array, shape, series, batch, False)
+
+
+def _internal_value(blocks: list[Block], buf: Buf, width: int) -> np.ndarray:
+    """A buffer of every block, joined: [width, n] (real) or [K1, width, n] (series)."""
+    lead = 1 if buf.series else 0
+    parts = []
+    for block in blocks:
+        view = block.view(buf)
+        parts.append(np.broadcast_to(view, view.shape[:lead] + (block.nb,) + view.shape[lead + 1:]))
+    value = np.concatenate(parts, axis=lead)
+    return value[:, :width] if buf.series else value[:width]
+
+
+def _gather_whole(the_plan: Plan, blocks: list[Block], buf: Buf, shape, width: int, batch):
+    """An output buffer of every block as the API array ``[batch, (k+1,) *shape]``."""
+    value = _internal_value(blocks, buf, width)
+    value = value.reshape(value.shape[:-1] + tuple(shape))
+    return reference._external(value, shape, buf.series, batch, the_plan.k1)
+
+
+def _gather_output(the_plan: Plan, blocks: list[Block], out, width: int, batch):
+    """An output (one array node, or its 0-d element nodes) as the API array."""
+    if out.is_array(the_plan.circuit.eqns):
+        return _gather_whole(the_plan, blocks, the_plan.values[out.nodes[0]], out.shape, width,
+                             batch)
+    elements = [_internal_value(blocks, the_plan.values[n], width)[..., 0] for n in out.nodes]
+    series = any(the_plan.values[n].series for n in out.nodes)
+    return reference._external(elements, out.shape, series, batch, the_plan.k1)
+
+
+def is_array_circuit(circuit: Circuit) -> bool:
+    """Whether ``circuit`` runs here rather than on the scalar tape: some node is not 0-d, or
+    an input is read whole (the tape reads inputs element by element)."""
+    return not circuit.is_scalar or any(
+        e.op is Op.INPUT and not any(key == "index" for key, _ in e.attrs) for e in circuit.eqns)
+
+
+ENGINE = ArrayEngine()
+evaluate = ENGINE.evaluate
+run_program = ENGINE.run_program
