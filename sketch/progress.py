@@ -109,7 +109,8 @@ class ProgressBar:
         self._last_draw = now
         line = self.line()
         if self._interactive:
-            self.stream.write("\r" + line)
+            # pad to the previous line: a shorter one (the note gone) must not leave its tail
+            self.stream.write("\r" + line.ljust(len(self._last_line)))
         elif line != self._last_line:  # a log gets each state once
             self.stream.write(line + "\n")
         self._last_line = line

@@ -52,6 +52,24 @@ def test_eta_leaves_out_the_slow_first_step(monkeypatch):
     bar.close()
 
 
+def test_terminal_redraw_covers_the_longer_note(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr("circuitsketch.sketch.progress.time.monotonic", clock)
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    bar = ProgressBar(10, label="job", stream=stream, min_interval=0.0, note="compiling kernels")
+    clock.now += 1.0
+    bar.advance(1)
+    first, second = stream.getvalue().split("\r")[1:3]
+    assert first.endswith("compiling kernels") and "ETA ?" in second
+    assert len(second) == len(first)  # blanks over the note's tail
+    bar.close()
+
+
 def test_compile_note_follows_the_kernel_cache(monkeypatch, tmp_path):
     from circuitsketch.sketch.progress import COMPILING, compile_note
 
