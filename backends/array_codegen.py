@@ -87,7 +87,7 @@ def exp_into(A, Y, K1):
     integrate(A, Y, Y, K1)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def s_exp(A, B, C, Y, W, K1, p, kinks):
     if A[0].imag != 0:
         return IMAGINARY
@@ -95,7 +95,7 @@ def s_exp(A, B, C, Y, W, K1, p, kinks):
     return 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def s_log(A, B, C, Y, W, K1, p, kinks):
     if A[0].imag != 0:
         return IMAGINARY
@@ -111,7 +111,7 @@ def s_log(A, B, C, Y, W, K1, p, kinks):
     return 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def s_pow(A, B, C, Y, W, K1, p, kinks):
     if p == math.floor(p) and p >= 0:  # binary powering: exact whatever a_0 is
         for j in range(K1):
@@ -145,7 +145,7 @@ def s_pow(A, B, C, Y, W, K1, p, kinks):
     return 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def s_tanh(A, B, C, Y, W, K1, p, kinks):
     if A[0].imag != 0:
         return IMAGINARY
@@ -166,7 +166,7 @@ def s_tanh(A, B, C, Y, W, K1, p, kinks):
     return 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def s_erf(A, B, C, Y, W, K1, p, kinks):
     if A[0].imag != 0:
         return IMAGINARY
@@ -181,7 +181,7 @@ def s_erf(A, B, C, Y, W, K1, p, kinks):
     return 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def s_gelu(A, B, C, Y, W, K1, p, kinks):
     if A[0].imag != 0:
         return IMAGINARY
@@ -357,6 +357,57 @@ def _series_ew(op: Op, kinds: str, real_out: bool) -> Kernel:
     return Kernel(name, source, _SERIES_ERRORS.get(op, {}))
 
 
+#: series ops that act coefficient by coefficient: (op, kinds) -> the value of coefficient j
+#: from X/Y (series operands' coefficient j), x/y (real operands), z0 (1 at j = 0, else 0)
+_COEFFICIENTWISE: dict[tuple[Op, str], str] = {
+    (Op.ADD, "ss"): "X + Y", (Op.ADD, "sr"): "X + z0 * y", (Op.ADD, "rs"): "z0 * x + Y",
+    (Op.SUB, "ss"): "X - Y", (Op.SUB, "sr"): "X - z0 * y", (Op.SUB, "rs"): "z0 * x - Y",
+    (Op.NEG, "s"): "-X", (Op.MUL, "sr"): "X * y", (Op.MUL, "rs"): "x * Y",
+    (Op.DIV, "sr"): "X / y",
+}
+
+
+def _coefficientwise(op: Op, kinds: str) -> Kernel:
+    """A linear series op (or a product with a real operand) as flat loops over coefficient,
+    direction and element (contiguous along the elements: vectorised)."""
+    params = ", ".join(_OPERAND.format(v=v) for v in NAMES[:len(kinds)])
+    loads = []
+    for v, kind in zip(NAMES, kinds):
+        loads.append(f"{v.upper()} = S[{v}0 + j * {v}j + d * {v}d + i * {v}e]" if kind == "s"
+                     else f"{v} = R[{v}0 + d * {v}d + i * {v}e]")
+    check = ["if y == 0.0:", "    return 1"] if op is Op.DIV else []
+    body = loads + check + [f"v = {_COEFFICIENTWISE[op, kinds]}", "S[o + (j * nb + d) * n + i] = v",
+                            "chk += v - v"]
+    name = ew_name(op, kinds)
+    source = "\n".join([
+        DECORATOR, f"def {name}({EW_PARAMS}, {params}):", "    chk = 0j",
+        "    for j in range(K1):", "        z0 = 1.0 if j == 0 else 0.0",
+        "        for d in range(nb):", "            for i in range(n):",
+        textwrap.indent("\n".join(body), " " * 16),
+        "    if chk.real != 0.0 or chk.imag != 0.0 or chk != chk:", "        return NONFINITE",
+        "    return 0"])
+    return Kernel(name, source, _SERIES_ERRORS.get(op, {}))
+
+
+def _cauchy_kernel() -> Kernel:
+    """mul of two series: c_r = sum_{q<=r} a_q b_{r-q}, each term a flat loop over directions
+    and elements (vectorised), accumulated in place."""
+    params = ", ".join(_OPERAND.format(v=v) for v in "xy")
+    source = "\n".join([
+        DECORATOR, f"def ew_mul_ss({EW_PARAMS}, {params}):", "    chk = 0j",
+        "    for r in range(K1):", "        for d in range(nb):", "            for i in range(n):",
+        "                S[o + (r * nb + d) * n + i] = 0.0",
+        "        for q in range(r + 1):", "            for d in range(nb):",
+        "                for i in range(n):",
+        "                    S[o + (r * nb + d) * n + i] += (S[x0 + q * xj + d * xd + i * xe]",
+        "                                                    * S[y0 + (r - q) * yj + d * yd + i * ye])",
+        "        for d in range(nb):", "            for i in range(n):",
+        "                v = S[o + (r * nb + d) * n + i]", "                chk += v - v",
+        "    if chk.real != 0.0 or chk.imag != 0.0 or chk != chk:", "        return NONFINITE",
+        "    return 0"])
+    return Kernel("ew_mul_ss", source, {})
+
+
 def _series_kinds(arity: int) -> list[str]:
     """Operand kind strings with at least one series operand."""
     out = []
@@ -506,84 +557,126 @@ def reduce_max_s(R, S, I, K1, kinks, nb, m, nr, o, x0, xj, xd, xe, ix):
     return 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=REASSOC)
 def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
-    """out[g, m, n] = sum_c A[g, m, c] B[g, n, c] (operands in canonical order)."""
+    """out[g, m, n] = sum_c A[g, m, c] B[g, c, n] (operands in canonical order): each row of
+    the result is built by axpys along n (contiguous, vectorised)."""
+    acc = np.zeros(N)
     chk = 0.0
     for d in range(nb):
         for g in range(G):
             for mm in range(M):
-                a = x0 + d * xd + (g * M + mm) * C
+                acc[:] = 0.0
+                for c in range(C):
+                    a = R[x0 + d * xd + (g * M + mm) * C + c]
+                    b = y0 + d * yd + (g * C + c) * N
+                    for nn in range(N):
+                        acc[nn] += a * R[b + nn]
+                out = o + d * G * M * N + (g * M + mm) * N
                 for nn in range(N):
-                    b = y0 + d * yd + (g * N + nn) * C
-                    acc = 0.0
-                    for c in range(C):
-                        acc += R[a + c] * R[b + c]
-                    R[o + d * G * M * N + (g * M + mm) * N + nn] = acc
-                    chk += acc - acc
+                    R[out + nn] = acc[nn]
+                    chk += acc[nn] - acc[nn]
     return NONFINITE if chk != 0.0 else 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=REASSOC)
 def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
-    """Cauchy product of contractions: out_r = sum_{i <= r} A_i . B_{r-i}."""
-    chk = 0j
+    """Cauchy product of contractions, out_r = sum_{i+j=r} A_i . B_j, in real arithmetic on
+    the complex arena: per result row, the K1 coefficient rows of B at c are loaded once and
+    every pair (i, j) with i + j <= k adds A_i[m, c] * B_j[c, :] along n."""
+    F = S.view(np.float64)
     size = G * M * N
-    for r in range(K1):
-        for d in range(nb):
-            out = o + (r * nb + d) * size
-            for g in range(G):
-                for mm in range(M):
+    sr = np.zeros((K1, N))
+    si = np.zeros((K1, N))
+    br = np.empty((K1, N))
+    bi = np.empty((K1, N))
+    chk = 0.0
+    for d in range(nb):
+        for g in range(G):
+            for mm in range(M):
+                sr[:, :] = 0.0
+                si[:, :] = 0.0
+                for c in range(C):
+                    for j in range(K1):
+                        b = 2 * (y0 + j * yj + d * yd + (g * C + c) * N)
+                        for nn in range(N):
+                            br[j, nn] = F[b + 2 * nn]
+                            bi[j, nn] = F[b + 2 * nn + 1]
+                    for i in range(K1):
+                        at = 2 * (x0 + i * xj + d * xd + (g * M + mm) * C + c)
+                        pr = F[at]
+                        pi = F[at + 1]
+                        for j in range(K1 - i):
+                            for nn in range(N):
+                                sr[i + j, nn] += pr * br[j, nn] - pi * bi[j, nn]
+                                si[i + j, nn] += pr * bi[j, nn] + pi * br[j, nn]
+                for r in range(K1):
+                    out = 2 * (o + (r * nb + d) * size + (g * M + mm) * N)
                     for nn in range(N):
-                        acc = 0j
-                        for i in range(r + 1):
-                            a = x0 + i * xj + d * xd + (g * M + mm) * C
-                            b = y0 + (r - i) * yj + d * yd + (g * N + nn) * C
-                            for c in range(C):
-                                acc += S[a + c] * S[b + c]
-                        S[out + (g * M + mm) * N + nn] = acc
-                        chk += acc - acc
-    return NONFINITE if chk != 0 or chk != chk else 0
+                        F[out + 2 * nn] = sr[r, nn]
+                        F[out + 2 * nn + 1] = si[r, nn]
+                        chk += (sr[r, nn] - sr[r, nn]) + (si[r, nn] - si[r, nn])
+    return NONFINITE if chk != 0.0 else 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=REASSOC)
 def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
-    """A series lhs and a real rhs: one contraction per coefficient."""
-    chk = 0j
+    """A series lhs and a real rhs: one contraction per coefficient (k+1 in all)."""
+    F = S.view(np.float64)
     size = G * M * N
-    for r in range(K1):
-        for d in range(nb):
-            for g in range(G):
-                for mm in range(M):
-                    a = x0 + r * xj + d * xd + (g * M + mm) * C
+    sr = np.zeros((K1, N))
+    si = np.zeros((K1, N))
+    chk = 0.0
+    for d in range(nb):
+        for g in range(G):
+            for mm in range(M):
+                sr[:, :] = 0.0
+                si[:, :] = 0.0
+                for c in range(C):
+                    b = y0 + d * yd + (g * C + c) * N
+                    for r in range(K1):
+                        at = 2 * (x0 + r * xj + d * xd + (g * M + mm) * C + c)
+                        pr = F[at]
+                        pi = F[at + 1]
+                        for nn in range(N):
+                            sr[r, nn] += pr * R[b + nn]
+                            si[r, nn] += pi * R[b + nn]
+                for r in range(K1):
+                    out = 2 * (o + (r * nb + d) * size + (g * M + mm) * N)
                     for nn in range(N):
-                        b = y0 + d * yd + (g * N + nn) * C
-                        acc = 0j
-                        for c in range(C):
-                            acc += S[a + c] * R[b + c]
-                        S[o + (r * nb + d) * size + (g * M + mm) * N + nn] = acc
-                        chk += acc - acc
-    return NONFINITE if chk != 0 or chk != chk else 0
+                        F[out + 2 * nn] = sr[r, nn]
+                        F[out + 2 * nn + 1] = si[r, nn]
+                        chk += (sr[r, nn] - sr[r, nn]) + (si[r, nn] - si[r, nn])
+    return NONFINITE if chk != 0.0 else 0
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=REASSOC)
 def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
-    """A real lhs and a series rhs: one contraction per coefficient."""
-    chk = 0j
+    """A real lhs and a series rhs: one contraction per coefficient (k+1 in all)."""
+    F = S.view(np.float64)
     size = G * M * N
-    for r in range(K1):
-        for d in range(nb):
-            for g in range(G):
-                for mm in range(M):
-                    a = x0 + d * xd + (g * M + mm) * C
+    sr = np.zeros((K1, N))
+    si = np.zeros((K1, N))
+    chk = 0.0
+    for d in range(nb):
+        for g in range(G):
+            for mm in range(M):
+                sr[:, :] = 0.0
+                si[:, :] = 0.0
+                for c in range(C):
+                    a = R[x0 + d * xd + (g * M + mm) * C + c]
+                    for r in range(K1):
+                        b = 2 * (y0 + r * yj + d * yd + (g * C + c) * N)
+                        for nn in range(N):
+                            sr[r, nn] += a * F[b + 2 * nn]
+                            si[r, nn] += a * F[b + 2 * nn + 1]
+                for r in range(K1):
+                    out = 2 * (o + (r * nb + d) * size + (g * M + mm) * N)
                     for nn in range(N):
-                        b = y0 + r * yj + d * yd + (g * N + nn) * C
-                        acc = 0j
-                        for c in range(C):
-                            acc += R[a + c] * S[b + c]
-                        S[o + (r * nb + d) * size + (g * M + mm) * N + nn] = acc
-                        chk += acc - acc
-    return NONFINITE if chk != 0 or chk != chk else 0
+                        F[out + 2 * nn] = sr[r, nn]
+                        F[out + 2 * nn + 1] = si[r, nn]
+                        chk += (sr[r, nn] - sr[r, nn]) + (si[r, nn] - si[r, nn])
+    return NONFINITE if chk != 0.0 else 0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -693,9 +786,13 @@ def _build_table() -> dict[str, Kernel]:
 
     for op in _REAL_EXPR:
         put(_real_ew(op))
+    for (op, kinds) in _COEFFICIENTWISE:
+        put(_coefficientwise(op, kinds))
+    put(_cauchy_kernel())
     for op in list(_SERIES_BODIES) + [Op.MUL, Op.DIV]:
         for kinds in _series_kinds(ARITY.get(op, 2)):
-            put(_series_ew(op, kinds, op in REAL_RESULT))
+            if ew_name(op, kinds) not in table:  # the per-element recurrence
+                put(_series_ew(op, kinds, op in REAL_RESULT))
     for chunk in ARRAY_SOURCE.strip().split("\n\n\n"):
         name = chunk.split("def ", 1)[1].split("(", 1)[0]
         put(Kernel(name, chunk.strip(), _ARRAY_ERRORS.get(name, {})))
@@ -705,9 +802,75 @@ def _build_table() -> dict[str, Kernel]:
 #: kernel name -> Kernel: the one table of generated array code (module doc)
 KERNELS: dict[str, Kernel] = _build_table()
 
+# ---------------------------------------------------------------- fused groups
+
+#: error codes of a fused kernel: member * MEMBER + the member's own code
+MEMBER = 256
+FUSABLE = frozenset(_REAL_EXPR)
+
+
+@dataclass(frozen=True)
+class FusedMember:
+    """One op of a fused group: its operands are leaves ``("leaf", i)`` or earlier members
+    ``("member", i)``; ``p`` the attribute of pow."""
+
+    op: Op
+    operands: tuple[tuple[str, int], ...]
+    p: float = 0.0
+
+
+def fused_kernel(members: list[FusedMember], n_leaves: int) -> Kernel:
+    """One loop nest computing a chain of same-shape real elementwise ops: leaves are loaded
+    once per element, every member is a local value (register), only the last is stored.
+    A member's domain check or non-finite value returns ``member * MEMBER + code``, so the
+    error names the member's node; its messages are the unfused kernels'."""
+    import re
+
+    leaves = [f"l{q}" for q in range(n_leaves)]
+    params = ", ".join(f"{v}0, {v}j, {v}d, {v}e" for v in leaves)
+    body = [f"{v} = R[{v}0 + d * {v}d + i * {v}e]" for v in leaves]
+    errors: dict[int, str] = {}
+    for m, member in enumerate(members):
+        names = {"x": None, "y": None, "z": None}
+        for name, (kind, q) in zip("xyz", member.operands):
+            names[name] = f"l{q}" if kind == "leaf" else f"v{q}"
+        expr, check = _REAL_EXPR[member.op]
+
+        def bind(text: str) -> str:
+            text = re.sub(r"\bp\b", repr(float(member.p)), text)
+            return re.sub(r"\b([xyz])\b", lambda hit: names[hit.group(1)], text)
+        if check:
+            body += [f"c = {bind(check)}", "if c:", f"    return {m * MEMBER} + c"]
+        body += [f"v{m} = {bind(expr)}", f"chk{m} += v{m} - v{m}"]
+        for code, message in _REAL_ERRORS.get(member.op, {}).items():
+            errors[m * MEMBER + code] = message
+        errors[m * MEMBER + NONFINITE] = COMMON_MESSAGES[NONFINITE]
+    body.append(f"R[o + d * n + i] = v{len(members) - 1}")
+    text = "\n".join(body)
+    name = "fused_" + source_hash(text + params)
+    checks = [line for m in range(len(members))
+              for line in (f"    if chk{m} != 0.0:", f"        return {m * MEMBER + NONFINITE}")]
+    source = "\n".join([
+        DECORATOR, f"def {name}({EW_PARAMS}, {params}):",
+        *[f"    chk{m} = 0.0" for m in range(len(members))],
+        "    for d in range(nb):", "        for i in range(n):", textwrap.indent(text, " " * 12),
+        *checks, "    return 0"])
+    return Kernel(name, source, errors)
+
+
+def fused_module(kernel: Kernel):
+    """The imported module holding one fused kernel (a real file, Numba-cached on disk)."""
+    with _LOCK:
+        module = load_kernel_module("\n".join([HEADER, "", kernel.source, ""]), "cs_array_fused")
+    getattr(module, kernel.name).__source__ = kernel.source
+    return module
+
+
 HEADER = "\n".join([
     "import math", "import numpy as np", "import numba", "",
-    f"KINK, IMAGINARY, NONFINITE = {KINK}, {IMAGINARY}, {NONFINITE}", ""])
+    f"KINK, IMAGINARY, NONFINITE = {KINK}, {IMAGINARY}, {NONFINITE}",
+    "# reassociation only: no 'nnan'/'ninf', so the v - v checks for non-finite values stay",
+    "REASSOC = {'reassoc', 'contract', 'nsz', 'arcp'}", ""])
 
 
 def library_source() -> str:

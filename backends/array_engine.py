@@ -46,6 +46,8 @@ from . import array_codegen as cg
 from . import checks, reference
 from .emit import load_kernel_module
 
+#: a step's error code is ``entry * STEP + the kernel's code``
+STEP = 1 << 16
 #: bytes of arena one block of directions may use (blocks are cut to fit)
 MEMORY_BUDGET = 2 << 30
 
@@ -121,11 +123,13 @@ class _Allocator:
 
 @dataclass
 class Entry:
-    """One kernel call: kernel name, its arguments after (R, S, I), the node it computes."""
+    """One kernel call: kernel name, its arguments after (R, S, I), the node it computes (and,
+    for a fused group, every node it computes, in order)."""
 
     kernel: str
     args: tuple
     node: int
+    members: tuple = ()
 
 
 @dataclass
@@ -141,6 +145,7 @@ class Plan:
     values: dict[int, Buf] = field(default_factory=dict)
     sizes: dict[str, Lin] = field(default_factory=dict)
     n_index: int = 0
+    fused: dict[str, cg.Kernel] = field(default_factory=dict)
 
     def index_table(self, table: np.ndarray) -> int:
         """Append an int64 gather table to ``I``; returns its offset."""
@@ -149,10 +154,22 @@ class Plan:
         self.n_index += self.index[-1].size
         return off
 
-    def describe(self, code: int) -> tuple[int, str]:
-        """(node, message) of a step's error code ``entry * 128 + kernel code``."""
-        entry = self.entries[code // 128]
-        return entry.node, cg.KERNELS[entry.kernel].message(code % 128)
+    def kernel(self, name: str) -> cg.Kernel:
+        return self.fused.get(name) or cg.KERNELS[name]
+
+    def describe(self, code: int) -> tuple[int, str, int]:
+        """(node, message, base code) of a step's error code ``entry * STEP + kernel code``; in
+        a fused group the kernel code says which member failed (``cg.MEMBER``)."""
+        entry, code = divmod(code, STEP)
+        entry = self.entries[entry]
+        node = entry.members[code // cg.MEMBER] if entry.members else entry.node
+        return node, self.kernel(entry.kernel).message(code), code % cg.MEMBER
+
+    def function(self, name: str) -> Callable:
+        """The compiled kernel called ``name`` (library or fused module)."""
+        if name in self.fused:
+            return getattr(cg.fused_module(self.fused[name]), name)
+        return getattr(cg.library(), name)
 
 
 # ---------------------------------------------------------------- planning
@@ -160,8 +177,9 @@ class Plan:
 class _Planner:
     """Walks a circuit once, emitting kernel calls and assigning buffers (module doc)."""
 
-    def __init__(self, circuit: Circuit, per_step=(), keep=()) -> None:
+    def __init__(self, circuit: Circuit, per_step=(), keep=(), fuse: bool = True) -> None:
         self.c = circuit
+        self.fuse = fuse
         self.plan = Plan(circuit, circuit.order + 1)
         self.alloc = {"R": _Allocator(), "S": _Allocator()}
         self.per_step = set(per_step)
@@ -189,21 +207,51 @@ class _Planner:
         eqns = self.c.eqns
         for node, eqn in enumerate(eqns):
             self.root[node] = self.root[eqn.args[0]] if self._aliases(eqn) else node
-        lasts: dict[int, int] = {}
-        for node, eqn in enumerate(eqns):
-            for a in eqn.args:
-                lasts[self.root[a]] = node
         for out in self.c.outputs:
             for n in out.nodes:
                 self.keep.add(self.root[n])
+        self.group = self._groups() if self.fuse else {}
+        dies_at: dict[int, int] = {}  # buffer root -> the node (group root) that reads it last
+        for node, eqn in enumerate(eqns):
+            for a in eqn.args:
+                reader = self.group.get(node, node)
+                dies_at[self.root[a]] = max(dies_at.get(self.root[a], reader), reader)
+        dying: dict[int, list[int]] = {}
+        for root, node in dies_at.items():
+            if root not in self.keep and self._owned(root) and root not in self.group:
+                dying.setdefault(node, []).append(root)
         self._inputs()
         for node, eqn in enumerate(eqns):
+            if node in self.group:
+                continue  # computed inside its fused group's kernel
             self._node(node, eqn)
-            for root in {self.root[a] for a in eqn.args}:
-                if lasts.get(root) == node and root not in self.keep and self._owned(root):
-                    self.free(self.plan.values[root])
+            for root in dying.get(node, ()):
+                self.free(self.plan.values[root])
         self.plan.sizes = {arena: a.top for arena, a in self.alloc.items()}
         return self.plan
+
+    def _fusable(self, node: int) -> bool:
+        eqn = self.c.eqns[node]
+        return (eqn.op in cg.FUSABLE and not eqn.series
+                and not any(self.c.eqns[a].series for a in eqn.args))
+
+    def _groups(self) -> dict[int, int]:
+        """Fused groups: a real elementwise node whose only reader is a real elementwise node
+        of the same shape is computed inside that reader's loop. Returns member -> group root
+        (the root itself is not a key)."""
+        readers: dict[int, set[int]] = {}
+        for node, eqn in enumerate(self.c.eqns):
+            for a in eqn.args:
+                readers.setdefault(a, set()).add(node)
+        group: dict[int, int] = {}
+        for node in range(len(self.c.eqns) - 1, -1, -1):
+            users = readers.get(node, set())
+            if len(users) != 1 or node in self.keep or not self._fusable(node):
+                continue
+            (user,) = users
+            if self._fusable(user) and self.c.eqns[user].shape == self.c.eqns[node].shape:
+                group[node] = group.get(user, user)
+        return group
 
     def _owned(self, root: int) -> bool:
         eqn = self.c.eqns[root]
@@ -248,13 +296,41 @@ class _Planner:
             self.plan.consts.append((buf, value))
             values[node] = buf
             return
+        members = [m for m, root in self.group.items() if root == node]
+        if members:
+            values[node] = self._fused(sorted(members) + [node])
+            return
         values[node] = PLANNERS[eqn.op](self, node, eqn)
 
-    def emit(self, kernel: str, args: tuple, node: int) -> None:
-        if kernel not in cg.KERNELS:
+    def _fused(self, nodes: list[int]) -> Buf:
+        """One kernel for a fused group (``nodes`` ascending, the group root last)."""
+        index = {n: m for m, n in enumerate(nodes)}
+        leaves: list[int] = []
+        members = []
+        for n in nodes:
+            eqn = self.c.eqns[n]
+            operands = []
+            for a in eqn.args:
+                if a in index:
+                    operands.append(("member", index[a]))
+                else:
+                    if a not in leaves:
+                        leaves.append(a)
+                    operands.append(("leaf", leaves.index(a)))
+            p = float(eqn.attr("p")) if eqn.op is Op.POW else 0.0
+            members.append(cg.FusedMember(eqn.op, tuple(operands), p))
+        kernel = cg.fused_kernel(members, len(leaves))
+        self.plan.fused[kernel.name] = kernel
+        shape = self.c.eqns[nodes[-1]].shape
+        operands = [(self.plan.values[a], self.shape(a)) for a in leaves]
+        return self.elementwise(None, operands, shape, False, nodes[-1], kernel=kernel.name,
+                                members=tuple(nodes))
+
+    def emit(self, kernel: str, args: tuple, node: int, members: tuple = ()) -> None:
+        if kernel not in cg.KERNELS and kernel not in self.plan.fused:
             raise NotImplementedError(f"{self.c.describe(node)}: the array engine has no kernel "
                                       f"{kernel!r}")
-        self.plan.entries.append(Entry(kernel, args, node))
+        self.plan.entries.append(Entry(kernel, args, node, members))
 
     def shape(self, node: int) -> tuple[int, ...]:
         return self.c.eqns[node].shape
@@ -275,9 +351,11 @@ class _Planner:
         table = np.arange(prod(shape)).reshape(shape).transpose(perm)
         return self.gather(buf, table, node), True
 
-    def elementwise(self, op: Op, operands: list[tuple[Buf, tuple]], shape, series: bool,
-                    node: int, p: float = 0.0) -> Buf:
-        """``op`` on (buffer, shape) operands broadcast to ``shape``; a new result buffer."""
+    def elementwise(self, op: Op | None, operands: list[tuple[Buf, tuple]], shape, series: bool,
+                    node: int, p: float = 0.0, kernel: str | None = None,
+                    members: tuple = ()) -> Buf:
+        """``op`` (or the fused ``kernel``) on (buffer, shape) operands broadcast to ``shape``;
+        a new result buffer."""
         n = prod(shape)
         descs, temps = [], []
         for buf, s in operands:
@@ -292,7 +370,8 @@ class _Planner:
             kinds = "r" * len(operands) if "s" not in kinds else kinds
         out = self.new(series, n, any(b.batched for b, _ in operands))
         args = (self.k1, "kinks", float(p), out.bw, n, out.off)
-        self.emit(cg.ew_name(op, kinds), args + tuple(x for d in descs for x in d), node)
+        self.emit(kernel or cg.ew_name(op, kinds), args + tuple(x for d in descs for x in d), node,
+                  members)
         for t in temps:
             self.free(t)
         return out
@@ -386,7 +465,7 @@ def _plan_dot_general(pl: _Planner, node: int, eqn: Eqn) -> Buf:
     lfree = [i for i in range(len(sa)) if i not in lc and i not in lb]
     rfree = [i for i in range(len(sb)) if i not in rc and i not in rb]
     A, ta = pl.canonical(pl.plan.values[a], sa, list(lb) + lfree + list(lc), node)
-    B, tb = pl.canonical(pl.plan.values[b], sb, list(rb) + rfree + list(rc), node)
+    B, tb = pl.canonical(pl.plan.values[b], sb, list(rb) + list(rc) + rfree, node)
     G = prod(sa[i] for i in lb)
     M, N, C = prod(sa[i] for i in lfree), prod(sb[i] for i in rfree), prod(sa[i] for i in lc)
     kinds = ("s" if A.series else "r") + ("s" if B.series else "r")
@@ -529,14 +608,23 @@ def step_source(plan: Plan, library_name: str) -> tuple[str, list[str]]:
         branches.append(f"{'if' if k == 0 else 'elif'} k == {k}:\n"
                         f"    c = {name}(R, S, I, {', '.join(args)})")
     body = "\n".join(["c = 0", "k = code[e]", "q = ptr[e]", *branches, "if c:",
-                      "    return e * 128 + c"])
+                      f"    return e * {STEP} + c"])
     source = "\n".join([
         '"""Generated by circuitsketch: the step interpreter of array programs. Do not edit."""',
-        "import numba", f"from {library_name} import {', '.join(kernels)}", "", "",
+        "import numba", *_imports(plan, kernels, library_name), "", "",
         cg.DECORATOR,
         "def run_step(R, S, I, DR, XR, XS, ids, t, kinks, code, ptr, args, fargs):",
         "    for e in range(code.shape[0]):", textwrap.indent(body, " " * 8), "    return 0", ""])
     return source, kernels
+
+
+def _imports(plan: Plan, kernels: list[str], library_name: str) -> list[str]:
+    """Import lines of the interpreter: library kernels, then each fused kernel's module."""
+    lines = [f"from {library_name} import {', '.join(k for k in kernels if k not in plan.fused)}"]
+    for name in kernels:
+        if name in plan.fused:
+            lines.append(f"from {cg.fused_module(plan.fused[name]).__name__} import {name}")
+    return lines
 
 
 def encode(plan: Plan, kernels: list[str], nb: int) -> tuple[np.ndarray, ...]:
@@ -594,20 +682,19 @@ class Block:
 
     def run(self, kinks: bool) -> int:
         """Call every entry from Python (evaluate); the first error code, or 0."""
-        lib = cg.library()
         env = {"kinks": kinks}
         for i, entry in enumerate(self.plan.entries):
             args = [env[a] if isinstance(a, str) else a.at(self.nb) if isinstance(a, Lin) else a
                     for a in entry.args]
-            code = getattr(lib, entry.kernel)(self.R, self.S, self.I, *args)
+            code = self.plan.function(entry.kernel)(self.R, self.S, self.I, *args)
             if code:
-                return i * 128 + code
+                return i * STEP + code
         return 0
 
 
 def _fail(plan: Plan, code: int) -> None:
-    node, message = plan.describe(code)
-    kind = KinkError if code % 128 == cg.KINK else EvaluationError
+    node, message, base = plan.describe(code)
+    kind = KinkError if base == cg.KINK else EvaluationError
     raise kind(f"{plan.circuit.describe(node)}: {message}")
 
 

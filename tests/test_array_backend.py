@@ -210,3 +210,18 @@ def test_kernels_keep_their_source_on_a_real_file():
     assert "def ew_exp_s(" in lib.ew_exp_s.__source__
     with open(lib.__file__) as f:
         assert lib.dg_ss.__source__ in f.read()
+
+
+def test_error_inside_a_fused_group_names_the_member():
+    b = Builder()
+    a = b.input_array("a", (4,), loc="model.py:1")
+    scaled = b.add(Op.MUL, (a, b.const(2.0)), loc="model.py:2")
+    logged = b.add(Op.LOG, (scaled,), loc="model.py:3")
+    b.output("y", [b.add(Op.ADD, (logged, b.const(1.0)), loc="model.py:4")])
+    circuit = verify(b.build())
+    the_plan = array_engine.plan(circuit)
+    assert [e.members for e in the_plan.entries] == [(2, 3, 5)]  # one kernel for the chain
+    good = np.array([1.0, 2.0, 3.0, 4.0])
+    _close(numba_cpu.evaluate(circuit, {"a": good}), reference.evaluate(circuit, {"a": good}))
+    with pytest.raises(EvaluationError, match=r"node %3 = log \[4\] \(traced at model.py:3\): log of"):
+        numba_cpu.evaluate(circuit, {"a": -good})
