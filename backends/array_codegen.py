@@ -582,34 +582,36 @@ def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=REASSOC)
 def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
     """Cauchy product of contractions, out_r = sum_{i+j=r} A_i . B_j, in real arithmetic on
-    the complex arena: per result row, the K1 coefficient rows of B at c are loaded once and
-    every pair (i, j) with i + j <= k adds A_i[m, c] * B_j[c, :] along n."""
+    the complex arena: per (direction, batch index) the coefficients of B are split once into
+    real and imaginary [C, K1, N] blocks (in cache), then every result row m adds
+    A_i[m, c] * B_j[c, :] for each pair i + j <= k, contiguous along n (vectorised)."""
     F = S.view(np.float64)
     size = G * M * N
     sr = np.zeros((K1, N))
     si = np.zeros((K1, N))
-    br = np.empty((K1, N))
-    bi = np.empty((K1, N))
+    br = np.empty((C, K1, N))
+    bi = np.empty((C, K1, N))
     chk = 0.0
     for d in range(nb):
         for g in range(G):
+            for c in range(C):
+                for j in range(K1):
+                    b = 2 * (y0 + j * yj + d * yd + (g * C + c) * N)
+                    for nn in range(N):
+                        br[c, j, nn] = F[b + 2 * nn]
+                        bi[c, j, nn] = F[b + 2 * nn + 1]
             for mm in range(M):
                 sr[:, :] = 0.0
                 si[:, :] = 0.0
                 for c in range(C):
-                    for j in range(K1):
-                        b = 2 * (y0 + j * yj + d * yd + (g * C + c) * N)
-                        for nn in range(N):
-                            br[j, nn] = F[b + 2 * nn]
-                            bi[j, nn] = F[b + 2 * nn + 1]
                     for i in range(K1):
                         at = 2 * (x0 + i * xj + d * xd + (g * M + mm) * C + c)
                         pr = F[at]
                         pi = F[at + 1]
                         for j in range(K1 - i):
                             for nn in range(N):
-                                sr[i + j, nn] += pr * br[j, nn] - pi * bi[j, nn]
-                                si[i + j, nn] += pr * bi[j, nn] + pi * br[j, nn]
+                                sr[i + j, nn] += pr * br[c, j, nn] - pi * bi[c, j, nn]
+                                si[i + j, nn] += pr * bi[c, j, nn] + pi * br[c, j, nn]
                 for r in range(K1):
                     out = 2 * (o + (r * nb + d) * size + (g * M + mm) * N)
                     for nn in range(N):
