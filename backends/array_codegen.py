@@ -363,7 +363,7 @@ _COEFFICIENTWISE: dict[tuple[Op, str], str] = {
     (Op.ADD, "ss"): "X + Y", (Op.ADD, "sr"): "X + z0 * y", (Op.ADD, "rs"): "z0 * x + Y",
     (Op.SUB, "ss"): "X - Y", (Op.SUB, "sr"): "X - z0 * y", (Op.SUB, "rs"): "z0 * x - Y",
     (Op.NEG, "s"): "-X", (Op.MUL, "sr"): "X * y", (Op.MUL, "rs"): "x * Y",
-    (Op.DIV, "sr"): "X / y",
+    (Op.DIV, "sr"): "X * (1.0 / y)",  # numba divides complex by real as complex by complex
 }
 
 
