@@ -48,7 +48,8 @@ from .emit import load_kernel_module
 
 #: a step's error code is ``entry * STEP + the kernel's code``
 STEP = 1 << 16
-#: bytes of arena one block of directions may use (blocks are cut to fit)
+#: bytes of arena one wave of blocks may use: a block is cut to fit, and blocks beyond it run
+#: in later waves (each wave runs every step; ``progress`` then counts each wave's steps)
 MEMORY_BUDGET = 2 << 30
 
 
@@ -707,6 +708,11 @@ def _rows(value: np.ndarray, lo: int, nb: int, width: int, lead: int) -> np.ndar
     return np.take(value, picks, axis=lead)
 
 
+def arena_bytes(plan: Plan, nb: int) -> int:
+    """Bytes of the arenas of one block of ``nb`` directions."""
+    return 8 * plan.sizes["R"].at(nb) + 16 * plan.sizes["S"].at(nb) + 8 * plan.n_index
+
+
 def block_width(plan: Plan, width: int) -> int:
     """Directions per block: the batch split over the threads, cut to ``MEMORY_BUDGET``."""
     import numba
@@ -760,6 +766,8 @@ class ArrayEngine:
         the_plan = self._cached(circuit, None, lambda: plan(circuit))
         width = batch or 1
         nb = block_width(the_plan, width)
+        checks.check_budget(circuit, width=width, backend="numba-cpu",
+                            memory_bytes=arena_bytes(the_plan, nb) * math.ceil(width / nb))
 
         def run(lo: int) -> Block:
             block = Block.allocate(the_plan, nb)
@@ -837,17 +845,25 @@ class ArrayEngine:
             xsb = _rows(XS, lo, nb, width, 0) if XS.shape[0] > 1 else np.broadcast_to(XS, (nb,) + XS.shape[1:])
             return block, np.ascontiguousarray(xr), np.ascontiguousarray(xsb)
 
-        blocks = _map(start, list(range(0, width, nb)))
-        for t in range(n_steps):
-            codes = _map(lambda b: int(run_step(b[0].R, b[0].S, b[0].I, DR, b[1], b[2], ids, t,
-                                                not ignore_kinks)), blocks)
-            bad = [c for c in codes if c]
-            if bad:
-                _fail(the_plan, min(bad))
-            if progress is not None:
-                progress(t + 1)
-        return {name: _gather_whole(the_plan, [b[0] for b in blocks], the_plan.inputs[name],
-                                    shapes[name], width, batch) for name in program.carry}
+        starts = list(range(0, width, nb))
+        per_block = arena_bytes(the_plan, nb)
+        checks.check_budget(step, width=width, n_steps=n_steps, backend="numba-cpu",
+                            memory_bytes=per_block * len(starts))
+        wave = max(1, min(len(starts), MEMORY_BUDGET // max(per_block, 1)))
+        finished: list[Block] = []
+        for first in range(0, len(starts), wave):  # waves of blocks that fit the budget
+            blocks = _map(start, starts[first: first + wave])
+            for t in range(n_steps):
+                codes = _map(lambda b: int(run_step(b[0].R, b[0].S, b[0].I, DR, b[1], b[2], ids,
+                                                    t, not ignore_kinks)), blocks)
+                bad = [c for c in codes if c]
+                if bad:
+                    _fail(the_plan, min(bad))
+                if progress is not None:
+                    progress(t + 1)
+            finished += [b[0] for b in blocks]
+        return {name: _gather_whole(the_plan, finished, the_plan.inputs[name], shapes[name],
+                                    width, batch) for name in program.carry}
 
 
 def _internal(circuit: Circuit, name: str, array, shape, series: bool, batch) -> np.ndarray:

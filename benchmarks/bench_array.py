@@ -15,8 +15,8 @@ One run prints, per configuration, milliseconds per training step (and per direc
 
     .venv/bin/python benchmarks/bench_array.py [--steps 5] [--cold] [--no-jax]
 
-Each time is (run of 1 + S steps) - (run of 1 step), divided by S, after a warm-up run; each
-run is the best of two.
+A step's time is the median gap between successive steps of one run (``progress`` callbacks),
+after a warm-up run.
 """
 
 from __future__ import annotations
@@ -49,19 +49,23 @@ def _timer(backend: str, task, steps: int):
 
     module = get_backend(backend)
 
-    def run(program, x, batch, n: int) -> float:
+    def run(program, x, batch, n: int) -> list[float]:
+        """Run ``n`` steps; the times at which each step finished (progress callbacks)."""
         p = Program(program.step, n, program.carry, program.per_step, program.weight)
-        start = time.perf_counter()
+        marks = [time.perf_counter()]
         module.run_program(p, task.init, data=task.data, static=task.static, x=x,
-                           example_ids=task.example_ids[:n], batch=batch)
-        return time.perf_counter() - start
+                           example_ids=task.example_ids[:n], batch=batch,
+                           progress=lambda t: marks.append(time.perf_counter()))
+        return marks
 
     def timed(program, x, batch, n_steps: int = steps) -> tuple[float, float]:
-        """(first run, per step): the best of two runs each (a shared machine disturbs some)."""
-        first = run(program, x, batch, 1)
-        base = min(run(program, x, batch, 1) for _ in range(2))
-        total = min(run(program, x, batch, 1 + n_steps) for _ in range(2))
-        return first, (total - base) / n_steps
+        """(first run, per step): the first run compiles (or loads the cache); a step's time
+        is the median gap between the progress calls of a run of 1 + ``n_steps`` steps (the
+        first gap, which includes the setup, left out)."""
+        marks = run(program, x, batch, 1)
+        first = marks[-1] - marks[0]
+        marks = run(program, x, batch, 1 + n_steps)
+        return first, float(np.median(np.diff(marks[1:])))
     return timed
 
 

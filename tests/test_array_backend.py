@@ -225,3 +225,18 @@ def test_error_inside_a_fused_group_names_the_member():
     _close(numba_cpu.evaluate(circuit, {"a": good}), reference.evaluate(circuit, {"a": good}))
     with pytest.raises(EvaluationError, match=r"node %3 = log \[4\] \(traced at model.py:3\): log of"):
         numba_cpu.evaluate(circuit, {"a": -good})
+
+
+def test_waves_of_blocks_under_a_small_memory_budget(monkeypatch):
+    program = taylor(_loop_program(), 2)
+    rng = np.random.default_rng(3)
+    x = np.stack([rng.normal(size=(9, 3)) for _ in range(3)], axis=1) + 0j
+    options = dict(data={"d": rng.normal(size=(5, 3))}, static={"off": np.array(0.2)}, x=x,
+                   example_ids=np.array([[1], [0], [2], [1], [0]]), batch=9)
+    init = {"w": rng.normal(size=(2, 3))}
+    want = reference.run_program(program, init, **options)
+    the_plan = array_engine.plan_program(program)
+    monkeypatch.setattr(array_engine, "MEMORY_BUDGET", array_engine.arena_bytes(the_plan, 2))
+    steps = []
+    _close(numba_cpu.run_program(program, init, progress=steps.append, **options), want)
+    assert len(steps) > 5  # several waves, each running every step
