@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ..backends import resolve_backend, run_program
+from ..backends.checks import check_budget
 from ..cluster import require_dask, run_tasks
 from ..ir.circuit import Program
 from ..passes.taylor import taylor
@@ -71,6 +72,9 @@ def train_series(task, lowered: Program, xs: np.ndarray, keep: Sequence[str], *,
     """
     xs = np.atleast_2d(xs)
     batch, k1 = xs.shape[0], lowered.order + 1
+    # refuse an order that cannot fit before allocating x ([B, k+1, n] complex) for it
+    check_budget(lowered.step, width=batch, n_steps=lowered.n_steps,
+                 backend=resolve_backend(backend), memory_bytes=16 * batch * k1 * task.n_examples)
     x = np.zeros((batch, k1, task.n_examples), dtype=np.complex128)
     x[:, 1, :] = xs
     final = run_program(lowered, task.init, data=task.data, static=task.static, x=x,

@@ -295,3 +295,13 @@ def test_numba_cuda_without_a_gpu_is_refused_before_any_work():
     circuit = cs.trace(lambda a: {"y": a * 2.0}, a=())
     with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
         get_backend("numba-cuda").evaluate(circuit, {"a": 1.0})
+
+
+def test_an_order_that_cannot_fit_is_refused_before_the_run_allocates_it(monkeypatch):
+    from circuitsketch.sketch import exact_series
+    from test_sketch_tasks import point_loss_measurement, regression_task
+
+    task = regression_task(n_steps=4)
+    monkeypatch.setenv("CIRCUITSKETCH_TIME_LIMIT", "60")  # the estimate is ~400 s here
+    with pytest.raises(BudgetError, match="order 100000"):
+        exact_series(task, [[0, 1]], 100_000, point_loss_measurement(), progress=False)
