@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -88,6 +89,15 @@ def output_dir(text: str) -> Path:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: {parent} is not a writable directory")
     return path
+
+
+def plot_dir(text: str) -> Path:
+    """argparse type: :func:`output_dir` for results that include PNG plots, so matplotlib must
+    import (checked before any work, not after it)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise argparse.ArgumentTypeError("the results include PNG plots, which need matplotlib: "
+                                         "pip install 'circuitsketch[plot]'")
+    return output_dir(text)
 
 #: modules contributing subcommands, in the order ``--help`` lists them
 COMMAND_MODULES = (

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..backends import BACKENDS
-from ..cli import (HelpFormatter, finite_float, non_negative_int, output_dir, positive_float,
-                   positive_int)
+from ..cli import (HelpFormatter, finite_float, non_negative_int, output_dir, plot_dir,
+                   positive_float, positive_int)
 from ..sketch.store import write_json
 from .curiosity import expected_curiosity
 from .loop import (STRATEGIES, TARGETS, ActiveLearningProblem, noisy_sample, plot_learning_curves,
@@ -39,7 +39,7 @@ def _model(args: argparse.Namespace):
                    noise_std=args.noise)
 
 
-def _common_options(parser: argparse.ArgumentParser) -> None:
+def _common_options(parser: argparse.ArgumentParser, *, plots: bool) -> None:
     model = parser.add_argument_group("model and training")
     model.add_argument("--model", choices=("poly", "mlp"), default="poly",
                        help="polynomial ridge regression (s by leave-one-out) or tanh MLP")
@@ -59,7 +59,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
                       help="label noise standard deviation")
     parser.add_argument("--backend", choices=sorted(BACKENDS), default="numba-cpu",
                         help="execution backend")
-    parser.add_argument("--out", type=output_dir, metavar="DIR",
+    parser.add_argument("--out", type=plot_dir if plots else output_dir, metavar="DIR",
                         help="write JSON (and plots) here (checked before any work)")
 
 
@@ -156,7 +156,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Train on a synthetic data set with the tangent, report the slow-down over "
                     "plain training and the expected curiosity of a grid of candidates.",
         **formatter)
-    _common_options(p)
+    _common_options(p, plots=False)
     p.add_argument("--n", type=positive_int, default=10, help="labelled examples")
     p.add_argument("--seed", type=non_negative_int, default=0, help="data seed")
     p.add_argument("--candidates", type=positive_int, default=41,
@@ -170,7 +170,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         description="Pool-based active learning: each round retrain (with the tangent), score "
                     "the pool, query the most curious points; the same with random queries.",
         **formatter)
-    _common_options(p)
+    _common_options(p, plots=True)
     p.add_argument("--seeds", type=positive_int, default=16, help="number of seeds (data sets)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="first seed")
     p.add_argument("--rounds", type=positive_int, default=6, help="query rounds")

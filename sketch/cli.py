@@ -27,7 +27,7 @@ import numpy as np
 
 from ..backends import BACKENDS, default_backend
 from ..cli import (HelpFormatter, finite_float, fraction, int_at_least_2, non_negative_int,
-                   output_dir, positive_int)
+                   output_dir, plot_dir, positive_int)
 from ..ir.circuit import Circuit
 from .evaluate import (deletion_curve, evaluate_deletions, linear_datamodeling_score,
                        plot_curves, plot_deletion_curve, retrained_values)
@@ -198,8 +198,8 @@ def _one_or_all(results: list[dict[str, Any]]) -> dict[str, Any]:
     return results[0] if len(results) == 1 else {"measurements": results}
 
 
-def _out_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--out", type=output_dir, metavar="DIR",
+def _out_option(parser: argparse.ArgumentParser, what: str, plots: bool = False) -> None:
+    parser.add_argument("--out", type=plot_dir if plots else output_dir, metavar="DIR",
                         help=f"write {what} into DIR (checked before any work)")
 
 
@@ -481,7 +481,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", type=_weight_list, default=None, metavar="W,W,...",
                    help="down-weights w to retrain at (default 0,0.1,...,1)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="sets / retrainings per run")
-    _out_option(p, "exact.json and one exact-I.png per set")
+    _out_option(p, "exact.json and one exact-I.png per set", plots=True)
     _run_options(p)
     p.set_defaults(run=_run_exact)
 
@@ -497,7 +497,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--order", type=int_at_least_2, default=30,
                    help="Taylor order k, at least 2 to fit a growth rate (the paper uses 100)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="direction seed")
-    _out_option(p, "stability.json and stability.png")
+    _out_option(p, "stability.json and stability.png", plots=True)
     _run_options(p)
     p.set_defaults(run=_run_stability)
 
@@ -519,7 +519,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="size of each LDS set / n, in (0, 1]")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the LDS subsets")
     p.add_argument("--batch-size", type=positive_int, default=16, help="retrainings per run")
-    _out_option(p, "evaluate.json and curve-I.png")
+    _out_option(p, "evaluate.json and curve-I.png", plots=True)
     _run_options(p)
     _cluster_options(p)
     p.set_defaults(run=_run_evaluate)

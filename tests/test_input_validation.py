@@ -305,3 +305,16 @@ def test_an_order_that_cannot_fit_is_refused_before_the_run_allocates_it(monkeyp
     monkeypatch.setenv("CIRCUITSKETCH_TIME_LIMIT", "60")  # the estimate is ~400 s here
     with pytest.raises(BudgetError, match="order 100000"):
         exact_series(task, [[0, 1]], 100_000, point_loss_measurement(), progress=False)
+
+
+def test_plotting_commands_need_matplotlib_before_any_work(monkeypatch, tmp_path, capsys):
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else found(name, *a))
+    for command in (["stability"], ["curiosity", "compare"], ["evaluate", "--sketch", "s"]):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(command + ["--out", str(tmp_path)])
+        assert "circuitsketch[plot]" in capsys.readouterr().err
+    assert cli.build_parser().parse_args(["predict", "--sketch", "s", "--out", str(tmp_path)])
