@@ -46,6 +46,8 @@ from . import array_codegen as cg
 from . import checks, reference
 from .emit import load_kernel_module
 
+#: arena bytes a block aims at (about the last-level cache of this machine's cores)
+CACHE_TARGET = 4 << 20
 #: a step's error code is ``entry * STEP + the kernel's code``
 STEP = 1 << 16
 #: bytes of arena one wave of blocks may use: a block is cut to fit, and blocks beyond it run
@@ -170,7 +172,7 @@ class Plan:
         """The compiled kernel called ``name`` (library or fused module)."""
         if name in self.fused:
             return getattr(cg.fused_module(self.fused[name]), name)
-        return getattr(cg.library(), name)
+        return getattr(cg.library(self.k1), name)
 
 
 # ---------------------------------------------------------------- planning
@@ -714,11 +716,13 @@ def arena_bytes(plan: Plan, nb: int) -> int:
 
 
 def block_width(plan: Plan, width: int) -> int:
-    """Directions per block: the batch split over the threads, cut to ``MEMORY_BUDGET``."""
+    """Directions per block: the batch split over the threads, cut so that a block's arena
+    stays near ``CACHE_TARGET`` (every kernel streams its operands: a block that spills the
+    cache runs at memory speed; more blocks cost one call per block and step)."""
     import numba
 
     per_direction = 8 * plan.sizes["R"].a + 16 * plan.sizes["S"].a
-    cap = max(1, MEMORY_BUDGET // max(per_direction, 1))
+    cap = max(1, min(MEMORY_BUDGET, CACHE_TARGET) // max(per_direction, 1))
     return max(1, min(math.ceil(width / numba.get_num_threads()), cap))
 
 
@@ -785,7 +789,7 @@ class ArrayEngine:
     def step_function(self, the_plan: Plan, nb: int) -> Callable:
         """``step(R, S, I, DR, XR, XS, ids, t, kinks)`` running one step of ``the_plan`` on a
         block of ``nb`` directions (the interpreter of :func:`step_source`, cached on disk)."""
-        lib = cg.library()
+        lib = cg.library(the_plan.k1)
         source, kernels = step_source(the_plan, lib.__name__)
         if source not in self._steps:
             self._steps[source] = load_kernel_module(source, "cs_array_step").run_step
@@ -810,7 +814,9 @@ class ArrayEngine:
         reference._check_data(program, data)
         checks.check_weights_given(program, x)
         series = reference.series_inputs(step)
-        the_plan = self._cached(program, "program", lambda: plan_program(program))
+        # one plan per step circuit and loop structure: the number of steps does not change it
+        roles = ("program", program.carry, program.per_step, program.weight)
+        the_plan = self._cached(step, roles, lambda: plan_program(program))
         width, n_steps, k1 = batch or 1, program.n_steps, step.order + 1
         state = {name: _internal(step, name, init[name], shapes[name], False, batch)
                  for name in program.carry}
