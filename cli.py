@@ -103,7 +103,7 @@ def plot_dir(text: str) -> Path:
 COMMAND_MODULES = (
     "circuitsketch.demo",
     "circuitsketch.sketch.cli",
-    "circuitsketch.backends.emit",
+    "circuitsketch.backends.emit_cli",
     "circuitsketch.passes.registry",
     "circuitsketch.active.cli",
 )

@@ -16,6 +16,8 @@ import functools
 import importlib
 from typing import Any
 
+from .emit import kernel_compiled, kernel_module_source
+
 BACKENDS = {
     "reference": "circuitsketch.backends.reference",
     "numba-cpu": "circuitsketch.backends.numba_cpu",
@@ -57,8 +59,7 @@ def kernels_cached(name: str | None, *, series: bool | None = None,
     wide one)."""
     if resolve_backend(name) != "numba-cpu":
         return True
-    from . import numba_cpu
-    from .emit import kernel_compiled, kernel_module_source
+    from . import numba_cpu  # imports Numba (seconds): only when a numba-cpu run is asked about
 
     needed = []
     for is_series, table in ((False, numba_cpu.REAL_BLOCKS), (True, numba_cpu.SERIES_BLOCKS)):

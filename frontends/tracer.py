@@ -37,6 +37,7 @@ from ..ir.circuit import Builder, Circuit, Program, Shape
 from ..ir.ops import Op
 from ..ir.shapes import ShapeError, broadcast_shapes
 from ..ir.verify import verify, verify_program
+from ..passes.grad import backprop
 
 
 class TraceError(TypeError):
@@ -826,8 +827,6 @@ def grad(output: Value | Tensor, wrt: Any) -> Any:
     The backward pass is recorded into the current circuit (reverse mode, ``passes.grad``), so
     a traced training step contains its own gradient computation.
     """
-    from ..passes.grad import backprop
-
     if not isinstance(output, (Value, Tensor)):
         raise TraceError(f"grad at {user_location()}: the output must be a traced Value, got a "
                          f"{type(output).__name__}")

@@ -19,6 +19,8 @@ import sys
 import time
 from typing import TextIO
 
+from ..backends import kernels_cached
+
 #: what the bar says while a first run on a machine compiles its kernels
 COMPILING = "compiling kernels (first run on this machine)"
 
@@ -26,8 +28,6 @@ COMPILING = "compiling kernels (first run on this machine)"
 def compile_note(backend: str | None, *, series: bool, width: int | None = None) -> str | None:
     """:data:`COMPILING` if a run on ``backend`` (Taylor if ``series``, batch ``width``) will
     compile kernels first, else None."""
-    from ..backends import kernels_cached
-
     return None if kernels_cached(backend, series=series, width=width) else COMPILING
 
 

@@ -12,7 +12,8 @@ import pytest
 
 import circuitsketch as cs
 from circuitsketch.backends import kernel_source as ks
-from circuitsketch.backends.emit import emit, render
+from circuitsketch.backends.emit import render
+from circuitsketch.backends.emit_cli import emit
 from circuitsketch.cli import main
 from circuitsketch.ir import parse_circuit
 

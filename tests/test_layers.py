@@ -8,8 +8,7 @@ layer; ``sketch`` calls it, so it sits at the bottom with ``ir``.
 A module may import its own layer or any layer below it, never one above, and not from inside a
 function to dodge the rule. Command-line modules (``cli.py`` in any package, ``*_cli.py``) wire
 the layers together and belong to the top layer. The test reads every module's imports (top-level and inside
-functions) with ``ast``; ``KNOWN_UPWARD`` lists the imports that still go the wrong way, each
-with the issue that removes it, so the list can only shrink.
+functions) with ``ast``.
 """
 
 from __future__ import annotations
@@ -21,13 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {"cluster": 0, "ir": 0, "semantics": 1, "passes": 2, "backends": 3, "frontends": 4,
           "sketch": 5, "active": 5}
 TOP = 7  # cli.py, demo.py, __init__.py: the command line and the public API
-
-#: (importing module, imported layer): upward imports that remain, with why
-KNOWN_UPWARD = {
-    ("backends/emit.py", "frontends"),    # the emit command's CLI part: moves to a *_cli module
-    ("backends/emit.py", "cli"),          # the same
-}
-
 
 def _layer_of(parts: tuple[str, ...]) -> int:
     if len(parts) == 1 or parts[-1] == "cli.py" or parts[-1].endswith("_cli.py"):
@@ -73,13 +65,7 @@ def test_imports_run_one_way_through_the_layers():
     for rel, path in _modules():
         own = _layer_of(rel.parts)
         for package, layer in _imported_layers(path):
-            if layer > own and (rel.as_posix(), package) not in KNOWN_UPWARD:
+            if layer > own:
                 upward.append(f"{rel.as_posix()} imports {package} (layer {layer} > {own})")
     assert not upward, "imports against the layer order:\n" + "\n".join(sorted(upward))
 
-
-def test_known_upward_imports_still_exist():
-    """An entry of KNOWN_UPWARD that was fixed must leave the list (it can only shrink)."""
-    present = {(rel.as_posix(), package) for rel, path in _modules()
-               for package, _ in _imported_layers(path)}
-    assert KNOWN_UPWARD <= present, f"fixed, remove from KNOWN_UPWARD: {KNOWN_UPWARD - present}"
