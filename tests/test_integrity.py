@@ -215,3 +215,22 @@ def test_an_interrupted_cli_run_says_how_to_resume(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "interrupted" in err and "rerun the same command to resume" in err
     assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------- item 7: atomic results
+
+def test_a_result_file_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "evaluate.json"
+    store.write_json(path, {"estimate": 1.5})
+
+    def dies_midway(f):
+        f.write(b'{"estimate": ')
+        raise KeyboardInterrupt("killed while writing")
+
+    original = store._replace_atomically  # the real temporary file and rename, failing midway
+    monkeypatch.setattr(store, "_replace_atomically",
+                        lambda target, write: original(target, dies_midway))
+    with pytest.raises(KeyboardInterrupt):
+        store.write_json(path, {"estimate": 2.5})
+    assert json.loads(path.read_text()) == {"estimate": 1.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["evaluate.json"]  # no temporary left
