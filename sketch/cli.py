@@ -57,14 +57,14 @@ def _microgpt_options(parser: argparse.ArgumentParser) -> None:
 
     defaults = MicrogptConfig()
     group = parser.add_argument_group("microgpt model (defaults: the paper's, DESIGN §5)")
-    group.add_argument("--steps", type=int, default=defaults.n_steps,
+    group.add_argument("--steps", type=positive_int, default=defaults.n_steps,
                        help="training steps, one name each; n = steps down-weights")
     for name, help_text in (("n_embd", "embedding width"), ("n_head", "attention heads"),
                             ("n_layer", "transformer layers"), ("block_size", "context length"),
                             ("mlp_width", "MLP hidden width")):
-        group.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name),
-                           help=help_text)
-    group.add_argument("--data-seed", type=int, default=defaults.seed,
+        group.add_argument("--" + name.replace("_", "-"), type=positive_int,
+                           default=getattr(defaults, name), help=help_text)
+    group.add_argument("--data-seed", type=non_negative_int, default=defaults.seed,
                        help="seed of the names shuffle and the initial weights")
 
 

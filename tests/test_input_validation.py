@@ -212,6 +212,8 @@ def test_mutated_ir_text_lets_only_documented_errors_escape(circuit, data):
     (["curiosity", "score", "--repeats", "0"], "--repeats"),
     (["curiosity", "compare", "--rounds", "-1"], "--rounds"),
     (["demo", "--steps", "0"], "--steps"),
+    (["exact", "--n-embd", "0"], "--n-embd"),
+    (["precompute", "--out", "s", "--steps", "-3"], "--steps"),
     (["emit", "f.py:f", "--shape", "a=2.5"], "--shape"),
 ])
 def test_bad_arguments_are_refused_by_the_parser_naming_the_option(argv, option, capsys):
