@@ -109,6 +109,8 @@ def input_array(what: str, value: Any, *, series: bool, rows: int | None = None)
                          "part would be dropped; pass real values (or lower the circuit with "
                          "taylor() along this input to give it series coefficients)")
     array = array.astype(np.complex128 if series else np.float64, copy=False)
+    if rows is not None and array.ndim == 0:
+        raise InputError(f"{what} is a scalar; expected one row per step")
     _check_finite(what, array if rows is None else array[:rows])
     return array
 
