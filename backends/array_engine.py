@@ -906,6 +906,30 @@ def _gather_output(the_plan: Plan, blocks: list[Block], out, width: int, batch):
     return reference._external(elements, out.shape, series, batch, the_plan.k1)
 
 
+def emit_text(target: Circuit | Program) -> str:
+    """What ``circuitsketch emit`` prints for an array circuit or program: each plan entry
+    headed by the IR line of its node (a fused group lists its members), then the source of
+    every kernel it calls, once."""
+    from ..ir.text import print_eqn
+
+    program = target if isinstance(target, Program) else None
+    step = program.step if program else target
+    the_plan = plan_program(program) if program else plan(step)
+    lines = [f"# array engine plan: {len(the_plan.entries)} kernel calls; arena per direction "
+             f"{8 * the_plan.sizes['R'].a + 16 * the_plan.sizes['S'].a:,} bytes"]
+    for entry in the_plan.entries:
+        nodes = entry.members or ((entry.node,) if entry.node >= 0 else ())
+        lines += [f"# {print_eqn(n, step.eqns[n])}" for n in nodes] or ["# (loop: load or copy)"]
+        lines.append(f"{entry.kernel}({', '.join(_render(a) for a in entry.args)})")
+    used = dict.fromkeys(e.kernel for e in the_plan.entries)
+    sources = [cg.specialise(the_plan.kernel(name).source, the_plan.k1) for name in used]
+    return "\n".join(lines + ["", "# kernels"] + sources)
+
+
+def _render(arg) -> str:
+    return arg.render() if isinstance(arg, Lin) else repr(arg) if isinstance(arg, str) else str(arg)
+
+
 def is_array_circuit(circuit: Circuit) -> bool:
     """Whether ``circuit`` runs here rather than on the scalar tape: some node is not 0-d, or
     an input is read whole (the tape reads inputs element by element)."""

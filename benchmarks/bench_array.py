@@ -2,7 +2,7 @@
 
 One run prints, per configuration, milliseconds per training step (and per direction):
 
-* the real step of :func:`circuitsketch.frontends.microgpt_array.build_task_array` on
+* the real step (1 model, and 16 retrainings) of :func:`circuitsketch.frontends.microgpt_array.build_task_array` on
   ``numba-cpu`` (the array engine), the same model traced with Values
   (:func:`circuitsketch.frontends.microgpt.build_task`) on ``numba-cpu`` (the scalar tape), and
   the array program on ``reference`` (numpy);
@@ -99,6 +99,9 @@ def main() -> None:
     zeros = np.zeros(array_task.n_examples)
     array_timed = _timer("numba-cpu", array_task, args.steps)
     row("array real", "real, array engine", *array_timed(array_task.program, zeros, None), 1)
+    retrain = (np.random.default_rng(2).uniform(size=(16, array_task.n_examples)) < 0.1) * 1.0
+    row("array retrain", "real, 16 retrainings, array engine",
+        *array_timed(array_task.program, retrain, 16), 16)
     if not args.no_scalar:
         scalar_timed = _timer("numba-cpu", scalar_task, args.steps)
         row("scalar real", "real, scalar tape", *scalar_timed(scalar_task.program, zeros, None), 1)
@@ -148,7 +151,9 @@ def _jax(args, results: dict) -> None:
           f"(JAX {jax['real']['step_s'] * 1e3:.3f} ms, compile {jax['real']['compile_s']:.1f} s)")
     print(f"  real step vs lax.scan: {results['array real'] / jax['real_scan']['step_s']:8.2f}   "
           f"(JAX {jax['real_scan']['step_s'] * 1e3:.3f} ms)")
-    print(f"  JAX vmap, per retraining: {jax['retrain_batch']['per_retraining_s'] * 1e3:.3f} ms")
+    print(f"  per retraining vs vmap: "
+          f"{results['array retrain'] / jax['retrain_batch']['per_retraining_s']:8.2f}   "
+          f"(JAX {jax['retrain_batch']['per_retraining_s'] * 1e3:.3f} ms)")
     for n in args.directions:
         theirs = jax["jet"].get(3, {}).get(n, {})
         if "per_direction_s" in theirs:

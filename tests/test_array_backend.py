@@ -241,3 +241,12 @@ def test_waves_of_blocks_under_a_small_memory_budget(monkeypatch):
     steps = []
     _close(numba_cpu.run_program(program, init, progress=steps.append, **options), want)
     assert len(steps) > 5  # several waves, each running every step
+
+
+def test_emit_text_heads_each_kernel_call_with_its_ir_line():
+    program = taylor(_loop_program(), 1)
+    text = array_engine.emit_text(program)
+    assert "# %4 = mul %0 %1 : s [2,3]" in text
+    assert "load_weights_s(" in text and "copy_s(" in text  # the loop's loads and copies
+    assert "def ew_tanh_s(" in text and "K1 = K1C" in text  # each kernel's source, once
+    assert text.count("def ew_tanh_s(") == 1
