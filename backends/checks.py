@@ -136,6 +136,30 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
+def check_names(what: str, given: Any, expected: Any) -> None:
+    """``given`` (a mapping) holds exactly the names ``expected``, naming what is missing or unknown."""
+    missing = [n for n in expected if n not in given]
+    unknown = [n for n in given if n not in expected]
+    if missing or unknown:
+        raise ValueError(f"{what}: missing {missing}, unknown {unknown}; the program takes "
+                         f"{list(expected)}")
+
+
+def checked_data(program: Program, data: Any, series: Any = ()) -> dict[str, np.ndarray]:
+    """A program's per-step data as checked arrays (:func:`input_array`, finite in the rows the
+    run reads), each with at least one row per step; ``series``: names read as series."""
+    check_names("per-step data", data, program.per_step)
+    checked = {}
+    for name in program.per_step:
+        array = input_array(f"per-step data {name!r}", data[name], series=name in series,
+                            rows=program.n_steps)
+        if len(array) < program.n_steps:
+            raise ValueError(f"per-step data {name!r} has {len(array)} rows for "
+                             f"{program.n_steps} steps")
+        checked[name] = array
+    return checked
+
+
 # ---------------------------------------------------------------- down-weights
 
 def check_weights_given(program: Program, x: Any) -> None:
@@ -297,6 +321,7 @@ def _gib(n: float) -> str:
 
 
 __all__ = ["BackendUnavailableError", "BudgetError", "InputError", "MEMORY_LIMIT_BYTES",
-           "SECONDS_PER_MADD", "TIME_LIMIT_SECONDS", "check_batch", "check_budget",
+           "SECONDS_PER_MADD", "TIME_LIMIT_SECONDS", "check_batch", "check_budget", "check_names",
+           "checked_data",
            "check_down_weights", "check_weights_given", "example_ids_of", "input_array",
            "madds_per_direction", "require_verified", "time_limit_seconds", "value_bytes"]

@@ -173,9 +173,9 @@ class Engine:
         data, static = dict(data or {}), dict(static or {})
         step = program.step
         shapes = step.input_shapes
-        reference._check_names("initial state", init, program.carry)
-        reference._check_names("static input", static, program.static_inputs)
-        reference._check_data(program, data)
+        checks.check_names("initial state", init, program.carry)
+        checks.check_names("static input", static, program.static_inputs)
+        data = checks.checked_data(program, data, reference.series_inputs(step))
         checks.check_weights_given(program, x)
         tape = self.compiled(step, program)
         width, k1, n_steps = batch or 1, step.order + 1, program.n_steps

@@ -19,11 +19,12 @@ from typing import Callable, Mapping, Union
 
 import numpy as np
 
-from ..ir.circuit import Circuit, Eqn, Program
+from ..ir.circuit import Circuit, Program
 from ..ir.ops import Op
 from ..semantics.errors import DomainError, EvaluationError
-from ..semantics.real import FLOAT_ERRORS, REAL_IMPL, apply_real, erf, std_normal_cdf
+from ..semantics.real import FLOAT_ERRORS, REAL_IMPL, apply_real
 from ..semantics.series import apply_series, lift
+from . import checks
 
 #: an input as the interpreter holds it: one internal array, or the list of its elements' values
 Stored = Union[np.ndarray, list]
@@ -82,7 +83,7 @@ def _internal_input(circuit: Circuit, name: str, array, shape, series: bool,
                     batch: int | None, elements: bool) -> Stored:
     """External array -> internal value (a list of element values for scalar-read inputs)."""
     k1 = circuit.order + 1
-    array = np.asarray(array, dtype=np.complex128 if series else np.float64)
+    array = checks.input_array(f"input {name!r}", array, series=series)
     core = ((k1,) if series else ()) + tuple(shape)
     if array.shape == core:
         array = array[None]
@@ -150,7 +151,10 @@ def _external(stored: Stored, shape, series: bool, batch: int | None, k1: int) -
 def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
              ignore_kinks: bool = False) -> dict[str, np.ndarray]:
     """Run ``circuit`` on named input arrays; returns named output arrays (see module doc)."""
+    checks.require_verified(circuit)
+    checks.check_batch(batch)
     check_circuit_inputs(circuit, inputs)
+    checks.check_budget(circuit, width=batch or 1, backend="reference")
     shapes = circuit.input_shapes
     series, elements = series_inputs(circuit), _reads_elements(circuit)
     internal = {name: _internal_input(circuit, name, inputs[name], shape, name in series, batch,
@@ -182,23 +186,30 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
                 static: Mapping[str, np.ndarray] | None = None,
                 x: np.ndarray | None = None, example_ids: np.ndarray | None = None,
                 batch: int | None = None, ignore_kinks: bool = False,
-                progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+                progress: Callable[[int], None] | None = None,
+                n_examples: int | None = None) -> dict[str, np.ndarray]:
     """Run the training loop; returns the final carried state.
 
     ``init``: carried state (real; unbatched or batched). ``data[name]``: ``[n_steps, *shape]``.
     ``x``: per-example down-weights, real ``[n]`` / ``[B, n]`` or, for a series weight input,
     ``[k+1, n]`` / ``[B, k+1, n]``. ``example_ids``: ``[n_steps, m]`` indices into ``x`` of the
-    examples trained on at each step (default: step t trains example t).
+    examples trained on at each step (default: step t trains example t). ``n_examples``: the
+    number of down-weights ``x`` must hold (``backends.checks.check_down_weights`` has the rule).
     """
+    checks.require_verified(program)
+    checks.check_batch(batch)
     data, static = dict(data or {}), dict(static or {})
     step = program.step
     shapes = step.input_shapes
     series, elements = series_inputs(step), _reads_elements(step)
-    _check_names("initial state", init, program.carry)
-    _check_names("static input", static, program.static_inputs)
-    _check_data(program, data)
-    check_weights_given(program, x)
-    example_ids = _example_ids(program, example_ids)
+    checks.check_names("initial state", init, program.carry)
+    checks.check_names("static input", static, program.static_inputs)
+    data = checks.checked_data(program, data, series)
+    checks.check_weights_given(program, x)
+    if program.weight is not None:
+        x, example_ids = checks.check_down_weights(program, x, example_ids, n_examples,
+                                                   series=program.weight in series)
+    checks.check_budget(step, width=batch or 1, n_steps=program.n_steps, backend="reference")
 
     def internal(name: str, array, batch_size: int | None) -> Stored:
         return _internal_input(step, name, array, shapes[name], name in series, batch_size,
@@ -216,7 +227,7 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
         for name in program.per_step:
             inputs[name] = internal(name, data[name][t], None)
         if program.weight is not None:
-            weights = gather_weights(np.asarray(x), example_ids, t)
+            weights = gather_weights(x, example_ids, t)
             inputs[program.weight] = internal(program.weight, weights, batch)
         values = execute(step, inputs, ignore_kinks=ignore_kinks)
         state = {name: _output_value(step, values, out) for name, out in outputs.items()}
@@ -227,42 +238,9 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
                             batch, k1) for name in program.carry}
 
 
-def check_weights_given(program: Program, x) -> None:
-    """Down-weights are given exactly when the program reads them."""
-    if program.weight is not None and x is None:
-        raise ValueError(f"the program reads down-weights {program.weight!r}: pass x "
-                         "(per-example down-weights; zeros for normal training)")
-    if program.weight is None and x is not None:
-        raise ValueError("x (per-example down-weights) was given, but the program has no weight "
-                         "input: trace it with a weight input to down-weight examples")
-
-
-def _example_ids(program: Program, example_ids) -> np.ndarray | None:
-    if program.weight is None:
-        return None
-    width = program.step.input_shapes[program.weight][0]
-    if example_ids is None:
-        if width != 1:
-            raise ValueError(f"weight input {program.weight!r} has {width} slots per step: pass "
-                             "example_ids [n_steps, slots]")
-        return np.arange(program.n_steps).reshape(-1, 1)
-    example_ids = np.asarray(example_ids)
-    if example_ids.shape != (program.n_steps, width):
-        raise ValueError(f"example_ids must have shape {(program.n_steps, width)}, got {example_ids.shape}")
-    return example_ids
-
-
-def _check_names(what: str, given: Mapping[str, np.ndarray], expected) -> None:
-    missing = [n for n in expected if n not in given]
-    unknown = [n for n in given if n not in expected]
-    if missing or unknown:
-        raise ValueError(f"{what}: missing {missing}, unknown {unknown}; the program takes "
-                         f"{list(expected)}")
-
-
 def _check_data(program: Program, data: Mapping[str, np.ndarray]) -> None:
-    _check_names("per-step data", data, program.per_step)
-    for name in program.per_step:
-        if len(data[name]) < program.n_steps:
-            raise ValueError(f"per-step data {name!r} has {len(data[name])} rows for "
-                             f"{program.n_steps} steps")
+    """The array engine's check of per-step data (``checks.checked_data``)."""
+    checks.checked_data(program, data)
+
+
+_check_names = checks.check_names

@@ -311,10 +311,11 @@ def test_overflow_in_a_program_step_is_located_like_the_reference():
     assert str(ours.value) == str(ref.value) and "overflow" in str(ours.value)
 
 
-def test_non_finite_inputs_are_refused_naming_the_input():
+@pytest.mark.parametrize("backend", ["reference", "numba-cpu"])
+def test_non_finite_inputs_are_refused_naming_the_input(backend):
     circuit = _traced(lambda a: a * 2.0 + 1.0, a=())
     with pytest.raises(InputError, match=r"input 'a' holds a non-finite value inf at index \(0,\)"):
-        numba_cpu.evaluate(circuit, {"a": np.array([np.inf, 1.0])}, batch=2)
+        cs.evaluate(circuit, {"a": np.array([np.inf, 1.0])}, batch=2, backend=backend)
 
 
 # ---------------------------------------------------------------- memory plan and kernels

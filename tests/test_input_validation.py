@@ -3,7 +3,7 @@ or object inputs, down-weight indexing, unverified circuits, batch sizes, memory
 budgets, and the command line's arguments. Each test names the issue item it covers.
 
 Backends: the checks live once in ``backends/checks.py``; ``CHECKED`` lists the backends that
-call them at their entry (the reference interpreter joins when it calls them too)."""
+call them at their entry: every backend."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from circuitsketch.ir import Builder, Circuit, Eqn, Op, Output, ParseError
 from circuitsketch.ir.verify import VerifyError
 from circuitsketch.passes.taylor import KinkError
 
-CHECKED = ["numba-cpu"]
+CHECKED = ["reference", "numba-cpu"]
 
 
 def _program(n_steps: int = 4, m: int = 1):

@@ -163,7 +163,7 @@ def test_the_step_is_one_circuit_not_unrolled(problem):
     (dict(data={"features": np.zeros((N_STEPS, DIM + 1)), "label": np.zeros(N_STEPS)}),
      "input 'features': expected shape (3,), got (4,)"),
     (dict(init={"w": np.zeros(DIM + 1), "b": 0.0}), "input 'w': expected shape (3,), got (4,)"),
-    (dict(example_ids=np.zeros((N_STEPS, 2), int)), "example_ids must have shape (50, 1), got (50, 2)"),
+    (dict(example_ids=np.zeros((N_STEPS, 2), int)), "example_ids must have shape (50, 1) (steps, slots), got (50, 2)"),
 ])
 def test_run_program_rejects_bad_arguments(problem, change, message):
     args = dict(init={"w": problem["w0"], "b": problem["b0"]},
