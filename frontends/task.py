@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..backends import run_program
+from ..backends import resolve_backend, run_program
 from ..ir.circuit import Circuit, Program
 from ..ir.text import print_circuit, print_program
 
@@ -50,18 +50,20 @@ class TrainingTask:
     def state_names(self) -> tuple[str, ...]:
         return self.program.carry
 
-    def retrain(self, x: np.ndarray | None = None, *, backend: str = "reference",
+    def retrain(self, x: np.ndarray | None = None, *, backend: str | None = None,
                 batch: int | None = None, progress: Callable[[int], None] | None = None
                 ) -> dict[str, np.ndarray]:
-        """Really train at down-weights ``x`` ([n] or, with ``batch``, [batch, n]); default 0."""
+        """Really train at down-weights ``x`` ([n] or, with ``batch``, [batch, n]); default 0.
+        ``backend``: None is the fastest installed (``backends.default_backend``)."""
         if x is None:
             x = np.zeros(self.n_examples)
         x = np.asarray(x, dtype=np.float64)
         if x.shape[-1] != self.n_examples:
             raise ValueError(f"x must have {self.n_examples} down-weights per run, got shape {x.shape}")
         return run_program(self.program, self.init, data=self.data, static=self.static, x=x,
-                           example_ids=self.example_ids, batch=batch, backend=backend,
-                           progress=progress)
+                           example_ids=self.example_ids, batch=batch,
+                           backend=resolve_backend(backend), progress=progress,
+                           n_examples=self.n_examples)
 
     def deletion_vector(self, deleted: Sequence[int] | Callable[[str], bool]) -> np.ndarray:
         """The indicator 1_D of a set of example indices or of a predicate over example labels."""

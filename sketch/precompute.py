@@ -79,7 +79,7 @@ def train_series(task, lowered: Program, xs: np.ndarray, keep: Sequence[str], *,
     x[:, 1, :] = xs
     final = run_program(lowered, task.init, data=task.data, static=task.static, x=x,
                         example_ids=task.example_ids, batch=batch, backend=backend,
-                        progress=progress)
+                        progress=progress, n_examples=task.n_examples)
     shapes = lowered.step.input_shapes
     out = {}
     for name in keep:
