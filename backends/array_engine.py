@@ -41,6 +41,8 @@ import numpy as np
 
 from ..ir.circuit import Circuit, Eqn, Program
 from ..ir.ops import ELEMENTWISE_OPS, Op
+from ..ir.shapes import broadcast_shapes
+from ..ir.text import print_eqn
 from ..semantics.errors import EvaluationError, KinkError
 from . import array_codegen as cg
 from . import checks, reference
@@ -392,16 +394,11 @@ def _plan_elementwise(pl: _Planner, node: int, eqn: Eqn) -> Buf:
         half = len(operands) // 2
         products = []
         for a, b in zip(operands[:half], operands[half:]):
-            shape = _broadcast(a[1], b[1])
+            shape = broadcast_shapes(a[1], b[1])
             products.append((pl.elementwise(Op.MUL, [a, b], shape, a[0].series or b[0].series,
                                             node), shape))
         return _fold(pl, products, eqn, node, temporaries=True)
     return pl.elementwise(eqn.op, operands, eqn.shape, series, node, p)
-
-
-def _broadcast(a, b):
-    from ..ir.shapes import broadcast_shapes
-    return broadcast_shapes(a, b)
 
 
 def _fold(pl: _Planner, operands, eqn: Eqn, node: int, temporaries: bool = False) -> Buf:
@@ -411,7 +408,7 @@ def _fold(pl: _Planner, operands, eqn: Eqn, node: int, temporaries: bool = False
         return acc if temporaries else pl.elementwise(Op.ADD, [operands[0], (_zero(pl), ())],
                                                       shape, acc.series, node)
     for buf, s in operands[1:]:
-        out_shape = _broadcast(shape, s)
+        out_shape = broadcast_shapes(shape, s)
         new = pl.elementwise(Op.ADD, [(acc, shape), (buf, s)], out_shape,
                              acc.series or buf.series, node)
         if temporaries or acc is not operands[0][0]:
@@ -809,11 +806,11 @@ class ArrayEngine:
         data, static = dict(data or {}), dict(static or {})
         step = program.step
         shapes = step.input_shapes
-        reference._check_names("initial state", init, program.carry)
-        reference._check_names("static input", static, program.static_inputs)
-        reference._check_data(program, data)
-        checks.check_weights_given(program, x)
+        checks.check_names("initial state", init, program.carry)
+        checks.check_names("static input", static, program.static_inputs)
         series = reference.series_inputs(step)
+        data = checks.checked_data(program, data, series)
+        checks.check_weights_given(program, x)
         # one plan per step circuit and loop structure: the number of steps does not change it
         roles = ("program", program.carry, program.per_step, program.weight)
         the_plan = self._cached(step, roles, lambda: plan_program(program))
@@ -822,9 +819,7 @@ class ArrayEngine:
                  for name in program.carry}
         fixed = {name: _internal(step, name, static[name], shapes[name], name in series, batch)
                  for name in program.static_inputs}
-        rows = [checks.input_array(f"per-step data {name!r}", data[name], series=False,
-                                   rows=n_steps)[:n_steps].reshape(n_steps, -1)
-                for name in program.per_step]
+        rows = [_step_rows(name, data[name], shapes[name], n_steps) for name in program.per_step]
         DR = np.ascontiguousarray(np.concatenate(rows, axis=1) if rows else np.zeros((1, 1)))
         XR, XS, ids = np.zeros((1, 1)), np.zeros((1, 1, 1), np.complex128), np.zeros((1, 1), np.int64)
         if program.weight is not None:
@@ -872,6 +867,14 @@ class ArrayEngine:
                                     width, batch) for name in program.carry}
 
 
+def _step_rows(name: str, array: np.ndarray, shape, n_steps: int) -> np.ndarray:
+    """Per-step data (checked) as ``[n_steps, n]``, its shape checked against the input's."""
+    if array.shape[1:] != tuple(shape):
+        raise ValueError(f"per-step data {name!r}: expected rows of shape {tuple(shape)}, got "
+                         f"{array.shape[1:]}")
+    return array[:n_steps].reshape(n_steps, -1)
+
+
 def _internal(circuit: Circuit, name: str, array, shape, series: bool, batch) -> np.ndarray:
     """An API input checked (``checks.input_array``) and in the internal layout."""
     array = checks.input_array(f"input {name!r}", array, series=series)
@@ -910,8 +913,6 @@ def emit_text(target: Circuit | Program) -> str:
     """What ``circuitsketch emit`` prints for an array circuit or program: each plan entry
     headed by the IR line of its node (a fused group lists its members), then the source of
     every kernel it calls, once."""
-    from ..ir.text import print_eqn
-
     program = target if isinstance(target, Program) else None
     step = program.step if program else target
     the_plan = plan_program(program) if program else plan(step)
