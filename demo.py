@@ -16,7 +16,6 @@ on 2 cores once the kernels are compiled.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 
 from .backends import default_backend, resolve_backend
 from .cli import HelpFormatter, non_negative_int, positive_int
-from .frontends.microgpt import build_task
+from .frontends.microgpt_array import build_task_array
 from .frontends.microgpt_data import MicrogptConfig, encode, names_for_steps, prepare
 from .sketch import ExactSeries, Prediction, exact_series, precompute, predict, retrained_values
 from .sketch.evaluate import DeletionReport, default_s_values
@@ -77,7 +76,7 @@ def run_demo(steps: int = 50, directions: int = 128, order: int = 3, contains: s
     if not deleted:
         raise ValueError(f"no training name among the first {steps} contains {contains!r}")
     encode(measure_name, data)
-    task = build_task(config, n_steps=steps)
+    task = build_task_array(config, n_steps=steps)
     print(f"traced the step circuit: {len(task.program.step):,} nodes; deleting {len(deleted)} of "
           f"{steps} names, those containing {contains!r}: "
           f"{', '.join(task.example_labels[i] for i in deleted)}", file=out)

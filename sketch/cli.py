@@ -28,6 +28,9 @@ import numpy as np
 from ..backends import BACKENDS, default_backend
 from ..cli import (HelpFormatter, finite_float, fraction, int_at_least_2, non_negative_int,
                    output_dir, plot_dir, positive_int)
+from ..cluster import connect
+from ..frontends.microgpt_array import build_task_array, loss_measurement_array
+from ..frontends.microgpt_data import MicrogptConfig, names_for_steps, prepare
 from ..ir.circuit import Circuit
 from .evaluate import (deletion_curve, evaluate_deletions, linear_datamodeling_score,
                        plot_curves, plot_deletion_curve, retrained_values)
@@ -53,8 +56,6 @@ class CliTask:
 # ---------------------------------------------------------------- microgpt
 
 def _microgpt_options(parser: argparse.ArgumentParser) -> None:
-    from ..frontends.microgpt_data import MicrogptConfig
-
     defaults = MicrogptConfig()
     group = parser.add_argument_group("microgpt model (defaults: the paper's, DESIGN §5)")
     group.add_argument("--steps", type=positive_int, default=defaults.n_steps,
@@ -75,23 +76,16 @@ def _microgpt_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _microgpt_config(settings: dict[str, Any]):
-    from ..frontends.microgpt_data import MicrogptConfig
-
     known = {f.name for f in fields(MicrogptConfig)}
     return MicrogptConfig(**{k: v for k, v in settings.items() if k in known})
 
 
 def _microgpt_build(settings: dict[str, Any]):
-    from ..frontends.microgpt import build_task
-
     config = _microgpt_config(settings)
-    return build_task(config, config.n_steps)
+    return build_task_array(config, config.n_steps)
 
 
 def _microgpt_measurement(settings: dict[str, Any], name: str | None) -> tuple[Circuit, str]:
-    from ..frontends.microgpt import loss_measurement
-    from ..frontends.microgpt_data import names_for_steps, prepare
-
     config = _microgpt_config(settings)
     data = prepare(config)
     if name is None:
@@ -100,7 +94,7 @@ def _microgpt_measurement(settings: dict[str, Any], name: str | None) -> tuple[C
         raise ValueError(f"--measure-name {name!r} has {len(name)} characters; the model reads "
                          f"at most block_size - 1 = {config.block_size - 1}, so its loss would "
                          "silently cover only a prefix")
-    return loss_measurement(data, config, name), f"loss on {name!r}"
+    return loss_measurement_array(data, config, name), f"loss on {name!r}"
 
 
 #: task kinds the CLI can run (``--task``); tests add small ones
@@ -144,8 +138,6 @@ def _cluster(args: argparse.Namespace) -> Iterator[Any]:
         return
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    from ..cluster import connect
-
     with connect(args.scheduler or args.workers) as client:
         yield client
 
