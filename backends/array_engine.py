@@ -923,7 +923,7 @@ def emit_text(target: Circuit | Program) -> str:
         lines += [f"# {print_eqn(n, step.eqns[n])}" for n in nodes] or ["# (loop: load or copy)"]
         lines.append(f"{entry.kernel}({', '.join(_render(a) for a in entry.args)})")
     used = dict.fromkeys(e.kernel for e in the_plan.entries)
-    sources = [cg.specialise(the_plan.kernel(name).source, the_plan.k1) for name in used]
+    sources = [the_plan.function(name).__source__ for name in used]
     return "\n".join(lines + ["", "# kernels"] + sources)
 
 
