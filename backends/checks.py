@@ -5,7 +5,7 @@ the same way on every backend, naming what is wrong, before any work starts:
 
 * :func:`require_verified`: the circuit or program passes ``ir.verify`` (a parsed but
   unverified circuit such as ``%5 = exp %4 %3`` is refused with ``VerifyError``, never run),
-  and its constants are finite. Cached per object, so a program pays once.
+  and no constant is NaN (an infinite constant is a legitimate mask: ``max(x, -inf)``). Cached per object, so a program pays once.
 * :func:`input_array`: an input is a numeric array (not ``None``, not an object or string
   array), real where the circuit reads it as real (a complex array is refused instead of
   losing its imaginary part) and finite (NaN and +-Inf are refused naming the input and the
@@ -81,10 +81,12 @@ def require_verified(target: Circuit | Program) -> None:
 
 
 def _check_constants(circuit: Circuit) -> None:
+    # NaN never means a number; +-Inf may (a -inf mask under max or select gives finite
+    # values), and an Inf that reaches arithmetic is an invalid operation named at its node
     for node, eqn in enumerate(circuit.eqns):
-        if eqn.op is Op.CONST and not np.all(np.isfinite(np.asarray(eqn.attr("value"), float))):
+        if eqn.op is Op.CONST and np.any(np.isnan(np.asarray(eqn.attr("value"), float))):
             raise VerifyError(f"{circuit.describe(node)}: constant {eqn.attr('value')!r} is not "
-                              "finite (NaN or Inf in a traced constant, e.g. a learning rate)")
+                              "a number (NaN in a traced constant, e.g. a learning rate)")
 
 
 # ---------------------------------------------------------------- inputs
