@@ -594,7 +594,10 @@ def check_task(sketch: Sketch, task, *, where: str = "the sketch") -> None:
     if sketch.fingerprint != fingerprint:
         raise SketchMismatchError(f"{where} was made for program fingerprint {sketch.fingerprint}, "
                                   f"but this task's program has fingerprint {fingerprint}: "
-                                  "recompute the sketch for this program")
+                                  "recompute the sketch for this program (the fingerprint is "
+                                  "of the traced program: a microgpt sketch made with the "
+                                  "scalar-traced step, the default before the array IR, "
+                                  "needs recomputing too)")
     if sketch.n != task.n_examples:
         raise SketchMismatchError(f"{where} has n = {sketch.n} examples, the task "
                                   f"{task.n_examples}")
