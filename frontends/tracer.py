@@ -874,6 +874,10 @@ def _inputs(t: Trace, shapes: Mapping[str, Shape], kind: str) -> dict[str, Any]:
     if kind not in ("values", "tensors"):
         raise ValueError(f"inputs must be 'values' or 'tensors', got {kind!r}")
     make = t.input_array if kind == "values" else t.input_tensor
+    for name, shape in shapes.items():
+        if not isinstance(shape, (tuple, list)):
+            raise ShapeError(f"input {name!r}: shape {shape!r} must be a tuple of dimensions "
+                             "(() for a scalar)")
     return {name: make(name, tuple(shape)) for name, shape in shapes.items()}
 
 

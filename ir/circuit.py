@@ -195,7 +195,15 @@ class Builder:
                                                  shape=tuple(array.shape)), loc)
 
     def declare_input(self, name: str, shape: Shape = ()) -> Shape:
-        shape = tuple(int(d) for d in shape)
+        """Declare input ``name`` of ``shape`` (non-negative integer dimensions)."""
+        try:
+            dims = tuple(shape)
+        except TypeError:
+            raise ShapeError(f"input {name!r}: shape {shape!r} is not a tuple of dimensions") from None
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
+                   for d in dims):
+            raise ShapeError(f"input {name!r}: shape {shape!r} must hold non-negative integers")
+        shape = tuple(int(d) for d in dims)
         if name in self.inputs:
             raise ValueError(f"input {name!r} declared twice")
         self.inputs[name] = shape

@@ -22,6 +22,7 @@ from circuitsketch.backends import checks, get_backend, numba_cpu, reference
 from circuitsketch.backends.checks import BackendUnavailableError, BudgetError, InputError
 from circuitsketch.backends.reference import EvaluationError
 from circuitsketch.ir import Builder, Circuit, Eqn, Op, Output, ParseError
+from circuitsketch.ir.shapes import ShapeError
 from circuitsketch.ir.verify import VerifyError
 from circuitsketch.passes.taylor import KinkError
 
@@ -325,3 +326,10 @@ def test_plotting_commands_need_matplotlib_before_any_work(monkeypatch, tmp_path
             cli.build_parser().parse_args(command + ["--out", str(tmp_path)])
         assert "circuitsketch[plot]" in capsys.readouterr().err
     assert cli.build_parser().parse_args(["predict", "--sketch", "s", "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("shape", [(2.5,), (-1,), 3, (True,), "ab"])
+def test_input_shapes_must_be_tuples_of_non_negative_ints(shape):
+    """Smaller validation gaps: a shape such as (2.5,) is refused, never truncated to (2,)."""
+    with pytest.raises(ShapeError, match="input 'a': shape"):
+        cs.trace(lambda a: a, a=shape)
