@@ -16,8 +16,6 @@ import functools
 import importlib
 from typing import Any
 
-from .emit import kernel_compiled, kernel_module_source
-
 BACKENDS = {
     "reference": "circuitsketch.backends.reference",
     "numba-cpu": "circuitsketch.backends.numba_cpu",
@@ -52,22 +50,13 @@ def get_backend(name: str | None) -> Any:
 
 def kernels_cached(name: str | None, *, series: bool | None = None,
                    width: int | None = None) -> bool:
-    """Whether the kernels a run needs are already compiled on this machine; False only for
-    ``numba-cpu`` before the first run that needs them, which compiles them (tens of seconds).
+    """Whether the kernels a run on backend ``name`` needs are already compiled on this machine
+    (a backend without compiled kernels: always True); see ``numba_cpu.kernels_cached``.
 
     ``series``: a Taylor (True) or real (False) run, None both; ``width``: its batch (None: a
     wide one)."""
-    if resolve_backend(name) != "numba-cpu":
-        return True
-    from . import numba_cpu  # imports Numba (seconds): only when a numba-cpu run is asked about
-
-    needed = []
-    for is_series, table in ((False, numba_cpu.REAL_BLOCKS), (True, numba_cpu.SERIES_BLOCKS)):
-        if series is None or series == is_series:  # the block choice of CpuEngine.block_size
-            needed.append((is_series, next(block for up_to, block in table if up_to is None
-                                           or (width is not None and width <= up_to))))
-    return all(kernel_compiled(kernel_module_source(numba_cpu.CPU_TARGET, None, is_series, block),
-                               numba_cpu.CpuEngine.prefix) for is_series, block in needed)
+    check = getattr(get_backend(name), "kernels_cached", None)
+    return True if check is None else check(series=series, width=width)
 
 
 def evaluate(circuit, inputs, *, backend: str | None = "reference", **options):

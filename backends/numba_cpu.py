@@ -30,7 +30,7 @@ import numpy as np
 
 from ..ir.circuit import Circuit, Program
 from . import array_engine, checks, reference
-from .emit import Target, kernel_module_source, load_kernel_module
+from .emit import Target, kernel_compiled, kernel_module_source, load_kernel_module
 from .reference import EvaluationError
 from .tape import SlotMap, Tape, compile_tape
 from . import cpu_native, kernel_source as ks
@@ -473,3 +473,17 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], **options) -> 
     if isinstance(program, Program) and array_engine.is_array_circuit(program.step):
         return array_engine.run_program(program, init, **options)
     return _CPU.run_program(program, init, **options)
+
+
+def kernels_cached(*, series: bool | None = None, width: int | None = None) -> bool:
+    """Whether the tape kernels a run needs are compiled on this machine; False before the first
+    run that needs them, which compiles them (tens of seconds). ``series``: a Taylor (True) or
+    real (False) run, None both; ``width``: its batch (None: a wide one). (The array engine
+    compiles each kernel on first use and caches it; it is not asked here.)"""
+    needed = []
+    for is_series, table in ((False, REAL_BLOCKS), (True, SERIES_BLOCKS)):
+        if series is None or series == is_series:  # the block choice of CpuEngine.block_size
+            needed.append((is_series, next(block for up_to, block in table if up_to is None
+                                           or (width is not None and width <= up_to))))
+    return all(kernel_compiled(kernel_module_source(CPU_TARGET, None, is_series, block),
+                               CpuEngine.prefix) for is_series, block in needed)

@@ -69,3 +69,17 @@ def test_imports_run_one_way_through_the_layers():
                 upward.append(f"{rel.as_posix()} imports {package} (layer {layer} > {own})")
     assert not upward, "imports against the layer order:\n" + "\n".join(sorted(upward))
 
+
+
+def test_no_project_import_inside_a_function():
+    """An import inside a function hides a dependency (or dodges a cycle): every project import
+    is at module level. Heavy optional backends load through ``backends.get_backend``."""
+    inner = []
+    for rel, path in _modules():
+        tree = ast.parse(path.read_text())
+        for function in ast.walk(tree):
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inner += [f"{rel.as_posix()}:{node.lineno}" for node in ast.walk(function)
+                          if isinstance(node, ast.ImportFrom) and (
+                              node.level > 0 or (node.module or "").startswith("circuitsketch"))]
+    assert not inner, "project imports inside functions: " + ", ".join(inner)
