@@ -1,7 +1,8 @@
 """The array engine of numba-cpu against the reference interpreter (which defines the meaning).
 
 Differential: every array op (``every_array_op_circuit``), random array circuits (hypothesis)
-real and at orders 1 and 3 over 1, 3 and 17 directions, whole programs with carried state,
+real and at orders 1 and 3 over 1, 3 and 17 directions, the array microgpt trained 30 steps
+real and at order 3, whole programs with carried state,
 per-step data, down-weights and example ids; errors name the node. Tolerance: float64 sums
 taken in another order differ by a few ulps of the largest term, so values are compared with
 rtol 1e-12 plus an absolute 1e-12 of the output's scale.
@@ -109,7 +110,7 @@ def microgpt():
     from circuitsketch.frontends.microgpt_data import MicrogptConfig
 
     return build_task_array(MicrogptConfig(n_embd=4, n_head=2, block_size=8, mlp_width=16),
-                            n_steps=4)
+                            n_steps=30)
 
 
 def _program_both(program, task, x, batch):
@@ -119,15 +120,15 @@ def _program_both(program, task, x, batch):
 
 
 def test_array_microgpt_program_real(microgpt):
-    x = np.zeros((3, 4))
-    x[1, 1], x[2, [0, 3]] = 1.0, 0.5
+    x = np.zeros((3, 30))
+    x[1, 1], x[2, [0, 3, 17]] = 1.0, 0.5
     _program_both(microgpt.program, microgpt, x, 3)
 
 
 def test_array_microgpt_program_order_3(microgpt):
     rng = np.random.default_rng(5)
-    x = np.zeros((3, 4, 4), dtype=complex)
-    x[:, 1] = rng.normal(size=(3, 4)) + 1j * rng.normal(size=(3, 4))
+    x = np.zeros((3, 4, 30), dtype=complex)
+    x[:, 1] = rng.normal(size=(3, 30)) + 1j * rng.normal(size=(3, 30))
     _program_both(taylor(microgpt.program, 3), microgpt, x, 3)
 
 
