@@ -161,19 +161,24 @@ def _encode_checked(name: str, data: MicrogptData) -> list[int]:
 def build_task(config: MicrogptConfig | None = None, n_steps: int | None = None,
                names: list[str] | None = None) -> MicrogptTask:
     """microgpt on the vendored names (or ``names``), ``n_steps`` steps (default config.n_steps)."""
+    return assemble_task(MicrogptTask, trace_step_program, step_arrays, config, n_steps, names)
+
+
+def assemble_task(task_class: type, trace_program, make_arrays, config: MicrogptConfig | None,
+                  n_steps: int | None, names: list[str] | None):
+    """A microgpt ``task_class`` whose step is ``trace_program(config, vocab_size, n_steps)``
+    reading the per-step data ``make_arrays(step_names, data, config)``: the names, init, Adam
+    state and schedule every microgpt frontend shares."""
     config = config or MicrogptConfig()
     if n_steps is not None:  # the lr schedule decays over the run actually trained
         config = replace(config, n_steps=n_steps)
     data = prepare(config, names)
     step_names = names_for_steps(data, config.n_steps)
-    arrays = step_arrays(step_names, data, config)
-    program = trace_step_program(config, data.vocab_size, config.n_steps)
     init = dict(data.init_params)
     init.update({f"m.{n}": np.zeros_like(a) for n, a in data.init_params.items()})
     init.update({f"v.{n}": np.zeros_like(a) for n, a in data.init_params.items()})
-    return MicrogptTask(program=program, init=init, data=arrays, static={},
-                        n_examples=config.n_steps,
-                        example_ids=np.arange(config.n_steps).reshape(-1, 1),
-                        example_labels=step_names,
-                        config=config, microgpt=data)
-
+    return task_class(program=trace_program(config, data.vocab_size, config.n_steps), init=init,
+                      data=make_arrays(step_names, data, config), static={},
+                      n_examples=config.n_steps,
+                      example_ids=np.arange(config.n_steps).reshape(-1, 1),
+                      example_labels=step_names, config=config, microgpt=data)

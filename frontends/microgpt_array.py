@@ -35,9 +35,8 @@ import numpy as np
 
 from ..ir.circuit import Circuit, Program
 from ..passes.simplify import simplify
-from .microgpt import MicrogptTask
-from .microgpt_data import (MicrogptConfig, MicrogptData, encode, names_for_steps, param_shapes,
-                            prepare, step_arrays)
+from .microgpt import MicrogptTask, assemble_task
+from .microgpt_data import MicrogptConfig, MicrogptData, encode, param_shapes, step_arrays
 from .tracer import einsum, exp, gelu, grad, log, stop_gradient, trace, trace_program
 
 #: added to the attention score of a future key: exp of it underflows to exactly 0.0
@@ -177,16 +176,5 @@ def loss_measurement_array(data: MicrogptData, config: MicrogptConfig, name: str
 def build_task_array(config: MicrogptConfig | None = None, n_steps: int | None = None,
                      names: list[str] | None = None) -> MicrogptArrayTask:
     """:func:`.microgpt.build_task` with the array-traced step: same names, init and schedule."""
-    config = config or MicrogptConfig()
-    if n_steps is not None:  # the lr schedule decays over the run actually trained
-        config = replace(config, n_steps=n_steps)
-    data = prepare(config, names)
-    step_names = names_for_steps(data, config.n_steps)
-    init = dict(data.init_params)
-    init.update({f"m.{n}": np.zeros_like(a) for n, a in data.init_params.items()})
-    init.update({f"v.{n}": np.zeros_like(a) for n, a in data.init_params.items()})
-    return MicrogptArrayTask(
-        program=trace_step_program_array(config, data.vocab_size, config.n_steps), init=init,
-        data=step_arrays_array(step_names, data, config), static={}, n_examples=config.n_steps,
-        example_ids=np.arange(config.n_steps).reshape(-1, 1), example_labels=step_names,
-        config=config, microgpt=data)
+    return assemble_task(MicrogptArrayTask, trace_step_program_array, step_arrays_array, config,
+                         n_steps, names)
