@@ -6,7 +6,8 @@ One run prints, per configuration, milliseconds per training step (and per direc
   ``numba-cpu`` (the array engine), the same model traced with Values
   (:func:`circuitsketch.frontends.microgpt.build_task`) on ``numba-cpu`` (the scalar tape), and
   the array program on ``reference`` (numpy);
-* order 3 per complex direction at 1 and 64 directions (array engine and scalar tape);
+* orders ``--orders`` (default 3) per complex direction at 1 and 64 directions (array engine
+  and scalar tape);
 * the time of the first run in this process (compilation, or loading compiled code from the
   kernel cache: ``--cold`` points the cache at a fresh directory, so it is the cold compile)
   and the arena bytes per direction of the memory plan;
@@ -36,6 +37,7 @@ def _arguments() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=5, help="timed training steps per configuration")
     p.add_argument("--directions", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--orders", type=int, nargs="+", default=[3], help="Taylor orders timed")
     p.add_argument("--cold", action="store_true", help="compile into a fresh kernel cache")
     p.add_argument("--no-jax", action="store_true", help="skip the JAX peer")
     p.add_argument("--no-scalar", action="store_true", help="skip the scalar tape rows")
@@ -109,18 +111,20 @@ def main() -> None:
     row("reference real", "real, reference (numpy)",
         *reference_timed(array_task.program, zeros, None, 2), 1)
     rng = np.random.default_rng(0)
-    lowered_array = cs.taylor(array_task.program, 3)
-    lowered_scalar = cs.taylor(scalar_task.program, 3)
-    for n in args.directions:
-        x = _directions(rng, n, 3, array_task.n_examples)
-        row(("array", n), f"order 3, {n} dir, array engine", *array_timed(lowered_array, x, n), n)
-        plan = array_engine.plan_program(lowered_array)
-        nb = array_engine.block_width(plan, n)
-        arena = 8 * plan.sizes["R"].at(nb) + 16 * plan.sizes["S"].at(nb)
-        print(f"{'':34s} arena {arena / 2**20:.1f} MiB per block of {nb} direction(s)")
-        if not args.no_scalar:
-            row(("scalar", n), f"order 3, {n} dir, scalar tape",
-                *scalar_timed(lowered_scalar, x, n), n)
+    for k in args.orders:
+        lowered_array = cs.taylor(array_task.program, k)
+        lowered_scalar = cs.taylor(scalar_task.program, k)
+        for n in args.directions:
+            x = _directions(rng, n, k, array_task.n_examples)
+            row(("array", k, n), f"order {k}, {n} dir, array engine",
+                *array_timed(lowered_array, x, n), n)
+            plan = array_engine.plan_program(lowered_array)
+            nb = array_engine.block_width(plan, n)
+            print(f"{'':34s} arena {array_engine.arena_bytes(plan, nb) / 2**20:.1f} MiB per "
+                  f"block of {nb} direction(s)")
+            if not args.no_scalar:
+                row(("scalar", k, n), f"order {k}, {n} dir, scalar tape",
+                    *scalar_timed(lowered_scalar, x, n), n)
     _ratios(args, results)
     if not args.no_jax:
         _jax(args, results)
@@ -130,8 +134,10 @@ def _ratios(args, results: dict) -> None:
     print("\narray engine / scalar tape (below 1: the array engine is faster):")
     if "scalar real" in results:
         print(f"  real step:        {results['array real'] / results['scalar real']:8.2f}")
-        for n in args.directions:
-            print(f"  order 3, {n:3d} dir: {results['array', n] / results['scalar', n]:8.2f}")
+        for k in args.orders:
+            for n in args.directions:
+                print(f"  order {k}, {n:3d} dir: "
+                      f"{results['array', k, n] / results['scalar', k, n]:8.2f}")
     print(f"array engine / reference, real step: "
           f"{results['array real'] / results['reference real']:8.3f}")
 
@@ -144,7 +150,7 @@ def _jax(args, results: dict) -> None:
         print(f"\nJAX peer not importable ({err}); pip install jax for the comparison")
         return
     print("\ntiming the JAX peer (jit, lax.scan, vmap, jet) ...", flush=True)
-    jax = jax_timings(n_steps_warm=max(args.steps, 3), orders=(3,),
+    jax = jax_timings(n_steps_warm=max(args.steps, 3), orders=tuple(args.orders),
                       directions=tuple(args.directions))
     print(f"JAX {jax['jax_version']} on {jax['backend']}: ours / JAX (below 1: we are faster)")
     print(f"  real step vs jit:      {results['array real'] / jax['real']['step_s']:8.2f}   "
@@ -154,15 +160,16 @@ def _jax(args, results: dict) -> None:
     print(f"  per retraining vs vmap: "
           f"{results['array retrain'] / jax['retrain_batch']['per_retraining_s']:8.2f}   "
           f"(JAX {jax['retrain_batch']['per_retraining_s'] * 1e3:.3f} ms)")
-    for n in args.directions:
-        theirs = jax["jet"].get(3, {}).get(n, {})
-        if "per_direction_s" in theirs:
-            print(f"  order 3, {n:3d} dir, per complex direction vs jet per real direction: "
-                  f"{results['array', n] / theirs['per_direction_s']:8.2f}   (JAX "
-                  f"{theirs['per_direction_s'] * 1e3:.3f} ms; a complex direction needs k+1 = 4 "
-                  "real jets by polarization)")
-        elif theirs:
-            print(f"  order 3, {n} dir: JAX failed: {theirs['error']}")
+    for k in args.orders:
+        for n in args.directions:
+            theirs = jax["jet"].get(k, {}).get(n, {})
+            if "per_direction_s" in theirs:
+                print(f"  order {k}, {n:3d} dir, per complex direction vs jet per real direction: "
+                      f"{results['array', k, n] / theirs['per_direction_s']:8.2f}   (JAX "
+                      f"{theirs['per_direction_s'] * 1e3:.3f} ms; a complex direction needs "
+                      f"k+1 = {k + 1} real jets by polarization)")
+            elif theirs:
+                print(f"  order {k}, {n} dir: JAX failed: {theirs['error']}")
 
 
 if __name__ == "__main__":
