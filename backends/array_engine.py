@@ -7,19 +7,23 @@ code), reductions and dot_general over operands brought to a canonical order, ta
 scatter_add. Every value is a region of an arena (``R`` real, ``S`` series, ``I`` int64 gather
 tables), sized for a block of ``nb`` directions; a value that does not depend on the
 directions (constants, per-step data and what is computed from them only) is stored once
-(batch stride 0). Sizes and offsets are linear in ``nb`` (:class:`Lin`), so one plan, and one
-compiled step, serves any block width.
+(batch stride 0). Sizes and offsets are linear in ``nb`` (:class:`Lin`), so one plan serves
+any block width. Chains of same-shape real elementwise ops are fused into one generated
+kernel (``array_codegen.fused_kernel``).
 
 **Memory plan**: a buffer is freed after the last node reading it (reshape aliases share
 their operand's buffer) and reused by the next value of the same size; inputs, constants and
-the outputs of a step stay. A program's carried state lives in the buffers of its step inputs:
+the outputs of a step stay (constants never take a reused region: they are written before the
+run). A program's carried state lives in the buffers of its step inputs:
 at the end of each step the new state is copied into them (in place: no arrays are allocated
 per step), after every node has read the old state.
 
 **Run**. ``evaluate`` calls the kernels from Python, one call per plan entry (no compilation
-per circuit). ``run_program`` runs a generated step function (:func:`step_source`: one line per
-plan entry, compiled by Numba once per program structure and cached on disk), one call per
-step and block of directions; blocks run in parallel on threads (the kernels release the GIL).
+per circuit). ``run_program`` runs a generated step interpreter (:func:`step_source`: one
+branch per kernel the plan uses, the entries as int/float tables; compiled by Numba once per
+set of kernels and cached on disk), one call per step and block of directions; blocks run in
+parallel on threads (the kernels release the GIL), in waves when together they would exceed
+``MEMORY_BUDGET``.
 A kernel error code is mapped to the node it came from: ``EvaluationError`` (``KinkError`` for
 a kink) naming the node and its traced source line, as the reference interpreter does.
 
@@ -371,8 +375,6 @@ class _Planner:
                 temps.append(buf)
             descs.append(buf.desc(broadcast=prod(s) == 1 and n != 1))
         kinds = "".join("s" if b.series else "r" for b, _ in operands)
-        if not series and op not in cg.REAL_RESULT:
-            kinds = "r" * len(operands) if "s" not in kinds else kinds
         out = self.new(series, n, any(b.batched for b, _ in operands))
         args = (self.k1, "kinks", float(p), out.bw, n, out.off)
         self.emit(kernel or cg.ew_name(op, kinds), args + tuple(x for d in descs for x in d), node,
