@@ -908,9 +908,79 @@ def unrolled_cauchy(k1: int) -> str:
         "    return 0"])
 
 
+def _unrolled_elementwise(name: str, kinds: str, k1: int, body: list[str]) -> str:
+    """A per-element series kernel for exactly ``k1`` coefficients with every coefficient a
+    scalar local: operand x's are ``x0..``, y's ``y0..`` (a real operand has only ``x0``, its
+    higher terms 0.0); ``body`` computes ``c0..`` (the result) or returns an error code."""
+    params = ", ".join(_OPERAND.format(v=v) for v in NAMES[:len(kinds)])
+    loads = []
+    for v, kind in zip(NAMES, kinds):
+        if kind == "s":
+            loads += [f"{v}{q} = S[{v}0_ + {q} * {v}j + d * {v}d + i * {v}e]" for q in range(k1)]
+        else:
+            loads += [f"{v}0 = R[{v}0_ + d * {v}d + i * {v}e] + 0j"]
+            loads += [f"{v}{q} = 0j" for q in range(1, k1)]
+    stores = [f"S[o + ({r} * nb + d) * n + i] = c{r}\nchk += c{r} - c{r}" for r in range(k1)]
+    text = "\n".join(loads + body + stores)
+    head = f"def {name}({EW_PARAMS}, {params}):".replace("x0,", "x0_,").replace("y0,", "y0_,")
+    return "\n".join([
+        DECORATOR, head, "    chk = 0j", "    A = np.empty(K1, np.complex128)",
+        "    Y = np.empty(K1, np.complex128)", "    W = np.zeros((4, K1), np.complex128)",
+        "    for d in range(nb):", "        for i in range(n):",
+        textwrap.indent(text, " " * 12),
+        "    if chk.real != 0.0 or chk.imag != 0.0 or chk != chk:", "        return NONFINITE",
+        "    return 0"])
+
+
+def _div_body(k1: int) -> list[str]:
+    """q_j = (a_j - sum_{i=1..j} b_i q_{j-i}) / b_0, written out."""
+    lines = ["if y0.imag != 0:", "    return IMAGINARY", "if y0.real == 0:", "    return 2"]
+    for j in range(k1):
+        terms = "".join(f" - y{i} * c{j - i}" for i in range(1, j + 1))
+        lines.append(f"c{j} = (x{j}{terms}) / y0")
+    return lines
+
+
+def _exp_body(k1: int) -> list[str]:
+    """y_0 = e^{a_0}, y_j = (1/j) sum_{i=1..j} i a_i y_{j-i}, written out."""
+    lines = ["if x0.imag != 0:", "    return IMAGINARY", "c0 = math.exp(x0.real) + 0j"]
+    for j in range(1, k1):
+        lines.append(f"c{j} = (" + " + ".join(f"{i} * x{i} * c{j - i}" for i in range(1, j + 1))
+                     + f") / {j}")
+    return lines
+
+
+def _pow_body(k1: int) -> list[str]:
+    """y_j = (1/(j a_0)) sum_{i=1..j} (p i - (j-i)) a_i y_{j-i}; a non-negative integer p
+    (binary powering, exact at a_0 = 0) calls the generic helper."""
+    lines = ["if p == math.floor(p) and p >= 0:",
+             *[f"    A[{q}] = x{q}" for q in range(k1)],
+             "    s_pow(A, A, A, Y, W, K1, p, kinks)",
+             *[f"    c{q} = Y[{q}]" for q in range(k1)],
+             "else:", "    if x0.imag != 0:", "        return IMAGINARY",
+             "    if x0.real == 0:", "        return 1",
+             "    if p != math.floor(p) and x0.real < 0:", "        return 2",
+             "    c0 = x0.real ** p + 0j"]
+    for j in range(1, k1):
+        lines.append(f"    c{j} = (" + " + ".join(f"(p * {i} - {j - i}) * x{i} * c{j - i}"
+                                                 for i in range(1, j + 1)) + f") / ({j} * x0)")
+    return lines
+
+
+#: kernels written out for a literal number of coefficients (orders up to UNROLL_K1 - 1)
+_UNROLLED = {
+    "ew_div_ss": ("ss", _div_body), "ew_div_rs": ("rs", _div_body),
+    "ew_exp_s": ("s", _exp_body), "ew_pow_s": ("s", _pow_body),
+}
+
+
 def _library_kernel(name: str, k1: int) -> str:
-    if name == "ew_mul_ss" and k1 <= UNROLL_K1:
-        return unrolled_cauchy(k1)
+    if k1 <= UNROLL_K1:
+        if name == "ew_mul_ss":
+            return unrolled_cauchy(k1)
+        if name in _UNROLLED:
+            kinds, body = _UNROLLED[name]
+            return specialise(_unrolled_elementwise(name, kinds, k1, body(k1)), k1)
     return specialise(KERNELS[name].source, k1)
 
 

@@ -87,7 +87,7 @@ def main() -> None:
     from circuitsketch.frontends.microgpt import build_task
     from circuitsketch.frontends.microgpt_array import build_task_array
 
-    n_steps = args.steps + 1
+    n_steps = max(args.steps, 2) + 1  # the reference row times 2 steps
     array_task, scalar_task = build_task_array(n_steps=n_steps), build_task(n_steps=n_steps)
     print(f"array microgpt step: {len(array_task.program.step)} array nodes (scalar: "
           f"{len(scalar_task.program.step)} nodes); {args.steps} timed steps after a warm-up")

@@ -251,3 +251,18 @@ def test_emit_text_heads_each_kernel_call_with_its_ir_line():
     assert "load_weights_s(" in text and "copy_s(" in text  # the loop's loads and copies
     assert "def ew_tanh_s(" in text and "K1 = K1C" in text  # each kernel's source, once
     assert text.count("def ew_tanh_s(") == 1
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_unrolled_series_kernels(order):
+    """pow (integer and fractional p), div (series / series, real / series) and exp, whose
+    kernels are written out per order, against the reference."""
+    b = Builder()
+    a = b.input_array("a", (5,))
+    c = b.input_array("c", (5,))
+    positive = b.add(Op.ADD, (b.add(Op.MUL, (a, a)), b.const(0.5)))
+    nodes = [b.add(Op.POW, (positive, ), make_attrs(p=p)) for p in (2.0, 3.0, 0.5, -1.5)]
+    nodes += [b.add(Op.DIV, (a, positive)), b.add(Op.DIV, (c, positive)), b.add(Op.EXP, (a,))]
+    b.output("y", [b.add(Op.SUM, tuple(nodes))])
+    circuit = taylor(verify(b.build()), order, {"a"})
+    _both(circuit, _series_inputs(circuit, order, 3, seeds=("a",)), 3)
