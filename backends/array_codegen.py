@@ -860,12 +860,18 @@ def fused_kernel(members: list[FusedMember], n_leaves: int) -> Kernel:
     return Kernel(name, source, errors)
 
 
+_FUSED: dict[str, object] = {}
+
+
 def fused_module(kernel: Kernel):
     """The imported module holding one fused kernel (a real file, Numba-cached on disk)."""
     with _LOCK:
-        module = load_kernel_module("\n".join([HEADER, "", kernel.source, ""]), "cs_array_fused")
-    getattr(module, kernel.name).__source__ = kernel.source
-    return module
+        if kernel.name not in _FUSED:
+            module = load_kernel_module("\n".join([HEADER, "", kernel.source, ""]),
+                                        "cs_array_fused")
+            getattr(module, kernel.name).__source__ = kernel.source
+            _FUSED[kernel.name] = module
+    return _FUSED[kernel.name]
 
 
 HEADER = "\n".join([
