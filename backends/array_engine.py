@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -725,6 +726,40 @@ def block_width(plan: Plan, width: int) -> int:
     return max(1, min(math.ceil(width / numba.get_num_threads()), cap))
 
 
+def _run_steps(blocks: list, n_steps: int, step: Callable, progress) -> tuple[int, int] | None:
+    """Every step on every block: each thread runs all steps of its share of the blocks,
+    without waiting for the others between steps (on a shared machine a per-step barrier waits
+    for the slowest thread at every step). ``progress(t)`` is called, from whichever thread
+    completes it, when every block has run step t. Returns the first failure (step, code) in
+    step order, or None."""
+    import numba
+
+    workers = max(1, min(numba.get_num_threads(), len(blocks)))
+    done = [0] * workers
+    failures: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    reported = [0]
+
+    def work(w: int) -> None:
+        mine = blocks[w::workers]
+        for t in range(n_steps):
+            codes = [c for c in (step(b, t) for b in mine) if c]
+            with lock:
+                if codes:
+                    failures.append((t, min(codes)))
+                done[w] = t + 1
+                if failures and min(failures)[0] <= t:
+                    return
+                if progress is not None and min(done) > reported[0]:
+                    reported[0] = min(done)
+                    progress(reported[0])
+            if failures and min(failures)[0] < t:
+                return
+
+    _map(work, list(range(workers)))
+    return min(failures) if failures else None
+
+
 _POOL: list[ThreadPoolExecutor] = []
 
 
@@ -856,14 +891,11 @@ class ArrayEngine:
         finished: list[Block] = []
         for first in range(0, len(starts), wave):  # waves of blocks that fit the budget
             blocks = _map(start, starts[first: first + wave])
-            for t in range(n_steps):
-                codes = _map(lambda b: int(run_step(b[0].R, b[0].S, b[0].I, DR, b[1], b[2], ids,
-                                                    t, not ignore_kinks)), blocks)
-                bad = [c for c in codes if c]
-                if bad:
-                    _fail(the_plan, min(bad))
-                if progress is not None:
-                    progress(t + 1)
+            step_all = lambda b, t: int(run_step(b[0].R, b[0].S, b[0].I, DR, b[1], b[2], ids, t,
+                                                 not ignore_kinks))
+            failed = _run_steps(blocks, n_steps, step_all, progress)
+            if failed is not None:
+                _fail(the_plan, failed[1])
             finished += [b[0] for b in blocks]
         return {name: _gather_whole(the_plan, finished, the_plan.inputs[name], shapes[name],
                                     width, batch) for name in program.carry}

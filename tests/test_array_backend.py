@@ -266,3 +266,23 @@ def test_unrolled_series_kernels(order):
     b.output("y", [b.add(Op.SUM, tuple(nodes))])
     circuit = taylor(verify(b.build()), order, {"a"})
     _both(circuit, _series_inputs(circuit, order, 3, seeds=("a",)), 3)
+
+
+def test_program_error_names_the_node_at_the_first_failing_step():
+    """w <- sqrt(w - d_t) fails at step 2 (w - 3 < 0) in some directions only; the error names
+    the sqrt node, as on the reference; a run that does not fail reports every step once."""
+    b = Builder()
+    w = b.input_array("w", (2,))
+    d = b.input_array("d", ())
+    b.output("w", [b.add(Op.SQRT, (b.add(Op.SUB, (w, d)),), loc="train.py:9")])
+    program = Program(verify(b.build()), 4, ("w",), per_step=("d",))
+    data = {"d": np.array([0.0, 0.0, 3.0, 0.0])}
+    bad = {"w": np.array([[100.0, 120.0]] * 5 + [[4.0, 5.0]] * 4)}
+    for backend in (numba_cpu, reference):
+        with pytest.raises(EvaluationError, match=r"node %3 = sqrt \[2\] \(traced at train.py:9\)"):
+            backend.run_program(program, bad, data=data, batch=9)
+    steps = []
+    good = {"w": np.array([[100.0, 120.0]] * 9)}
+    _close(numba_cpu.run_program(program, good, data=data, batch=9, progress=steps.append),
+           reference.run_program(program, good, data=data, batch=9))
+    assert steps == [1, 2, 3, 4]
