@@ -868,7 +868,7 @@ class ArrayEngine:
             else:
                 XR = xs
         if n_steps == 0:
-            return {name: reference._external(state[name], shapes[name], False, batch, k1)
+            return {name: reference.to_external(state[name], shapes[name], False, batch, k1)
                     for name in program.carry}
         nb = block_width(the_plan, width)
         run_step = self.step_function(the_plan, nb)
@@ -912,7 +912,7 @@ def _step_rows(name: str, array: np.ndarray, shape, n_steps: int) -> np.ndarray:
 def _internal(circuit: Circuit, name: str, array, shape, series: bool, batch) -> np.ndarray:
     """An API input checked (``checks.input_array``) and in the internal layout."""
     array = checks.input_array(f"input {name!r}", array, series=series)
-    return reference._internal_input(circuit, name, array, shape, series, batch, False)
+    return reference.to_internal(circuit, name, array, shape, series, batch, False)
 
 
 def _internal_value(blocks: list[Block], buf: Buf, width: int) -> np.ndarray:
@@ -930,7 +930,7 @@ def _gather_whole(the_plan: Plan, blocks: list[Block], buf: Buf, shape, width: i
     """An output buffer of every block as the API array ``[batch, (k+1,) *shape]``."""
     value = _internal_value(blocks, buf, width)
     value = value.reshape(value.shape[:-1] + tuple(shape))
-    return reference._external(value, shape, buf.series, batch, the_plan.k1)
+    return reference.to_external(value, shape, buf.series, batch, the_plan.k1)
 
 
 def _gather_output(the_plan: Plan, blocks: list[Block], out, width: int, batch):
@@ -940,7 +940,7 @@ def _gather_output(the_plan: Plan, blocks: list[Block], out, width: int, batch):
                              batch)
     elements = [_internal_value(blocks, the_plan.values[n], width)[..., 0] for n in out.nodes]
     series = any(the_plan.values[n].series for n in out.nodes)
-    return reference._external(elements, out.shape, series, batch, the_plan.k1)
+    return reference.to_external(elements, out.shape, series, batch, the_plan.k1)
 
 
 def emit_text(target: Circuit | Program) -> str:

@@ -16,22 +16,30 @@ from ..frontends.tracer import trace
 from ..ir.circuit import Circuit, Program
 from ..ir.text import print_circuit, print_program
 from ..passes.taylor import taylor
-from . import numba_cpu, numba_cuda
+from . import array_engine, numba_cpu, numba_cuda
 from .emit import STRAIGHT_LINE_MAX, kernel_module_source
 from .tape import compile_tape
 
 def emit(target: Circuit | Program, order: int = 0, seeds=None, backend: str = "numba-cpu") -> str:
     """The lowered IR text of ``target`` at ``order`` along ``seeds`` (a program's default: its
-    weight input) plus the kernel source for ``backend``: straight-line code for at most
-    ``STRAIGHT_LINE_MAX`` instructions (the most readable form), else the tape interpreter."""
+    weight input) plus the kernel source for ``backend``. A scalar circuit shows the tape:
+    straight-line code for at most ``STRAIGHT_LINE_MAX`` instructions (the most readable form),
+    else the tape interpreter; an array circuit shows the array engine's plan, each kernel call
+    under the IR line it computes, then every kernel's source once."""
     targets = {"numba-cpu": numba_cpu.CPU_TARGET, "numba-cuda": numba_cuda.CUDA_TARGET}
     if backend not in targets:
         raise ValueError(f"emit: backend must be one of {sorted(targets)}, got {backend!r}")
     lowered = taylor(target, order, seeds) if order else target
     program = lowered if isinstance(lowered, Program) else None
     step = program.step if program else lowered
-    tape = compile_tape(step, program)
     text = print_program(program) if program else print_circuit(step)
+    if array_engine.is_array_circuit(step):
+        if backend != "numba-cpu":
+            raise ValueError(f"emit: {backend} runs scalar circuits only; array circuits run on "
+                             "numba-cpu (its array engine) and the reference interpreter")
+        return (f"# lowered IR (order {step.order})\n{text}\n# numba-cpu array engine\n"
+                f"{array_engine.emit_text(lowered)}")
+    tape = compile_tape(step, program)
     straight = len(tape) <= STRAIGHT_LINE_MAX
     block = numba_cpu.SERIES_BLOCKS[-1][1] if backend == "numba-cpu" else None
     source = kernel_module_source(targets[backend], tape if straight else None, step.order > 0, block)
@@ -73,6 +81,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", action="append", metavar="NAME",
                         help="an input that moves along z when lowering (repeat per input; "
                              "needed for --order > 0 unless the target is a program)")
+    parser.add_argument("--inputs", default="values", choices=["values", "tensors"],
+                        help="how FUNCTION receives its inputs: arrays of scalar Values (one node "
+                             "per gate, the tape) or numpy-like Tensors (one node per array "
+                             "operation, the array engine)")
     parser.add_argument("--backend", default="numba-cpu", choices=["numba-cpu", "numba-cuda"],
                         help="backend whose kernel source is printed")
     parser.set_defaults(run=_emit_command)
@@ -106,5 +118,6 @@ def _emit_command(args: argparse.Namespace) -> int:
         if missing:
             raise ValueError(f"{func} takes inputs {missing} with no --shape: give "
                              "--shape NAME=D0,D1 for each (NAME= for a scalar)")
-    print(emit(trace(fn, **shapes), order=args.order, seeds=args.seed, backend=args.backend))
+    circuit = trace(fn, inputs=args.inputs, **shapes)
+    print(emit(circuit, order=args.order, seeds=args.seed, backend=args.backend))
     return 0

@@ -79,7 +79,7 @@ def execute(circuit: Circuit, input_values: Mapping[str, Stored], *,
     return values
 
 
-def _internal_input(circuit: Circuit, name: str, array, shape, series: bool,
+def to_internal(circuit: Circuit, name: str, array, shape, series: bool,
                     batch: int | None, elements: bool) -> Stored:
     """External array -> internal value (a list of element values for scalar-read inputs)."""
     k1 = circuit.order + 1
@@ -127,7 +127,7 @@ def _output_value(circuit: Circuit, values: list[np.ndarray], out) -> Stored:
     return [values[n] for n in out.nodes]
 
 
-def _external(stored: Stored, shape, series: bool, batch: int | None, k1: int) -> np.ndarray:
+def to_external(stored: Stored, shape, series: bool, batch: int | None, k1: int) -> np.ndarray:
     """Internal value -> external array ``[batch, (k+1,) *shape]`` (or unbatched)."""
     if isinstance(stored, list):
         any_series = series or any(v.ndim == 2 for v in stored)
@@ -157,12 +157,12 @@ def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int |
     checks.check_budget(circuit, width=batch or 1, backend="reference")
     shapes = circuit.input_shapes
     series, elements = series_inputs(circuit), _reads_elements(circuit)
-    internal = {name: _internal_input(circuit, name, inputs[name], shape, name in series, batch,
+    internal = {name: to_internal(circuit, name, inputs[name], shape, name in series, batch,
                                       name in elements)
                 for name, shape in shapes.items()}
     values = execute(circuit, internal, ignore_kinks=ignore_kinks)
     k1 = circuit.order + 1
-    return {o.name: _external(_output_value(circuit, values, o), o.shape,
+    return {o.name: to_external(_output_value(circuit, values, o), o.shape,
                               circuit.eqns[o.nodes[0]].series if o.nodes else False, batch, k1)
             for o in circuit.outputs}
 
@@ -212,11 +212,11 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
     checks.check_budget(step, width=batch or 1, n_steps=program.n_steps, backend="reference")
 
     def internal(name: str, array, batch_size: int | None) -> Stored:
-        return _internal_input(step, name, array, shapes[name], name in series, batch_size,
+        return to_internal(step, name, array, shapes[name], name in series, batch_size,
                                name in elements)
 
     # carried state enters real (x = 0 is the unperturbed run) and becomes a series at the output
-    state = {name: _lift_stored(_internal_input(step, name, init[name], shapes[name], False, batch,
+    state = {name: _lift_stored(to_internal(step, name, init[name], shapes[name], False, batch,
                                                 name in elements), name in series, step.order)
              for name in program.carry}
     fixed = {name: internal(name, static[name], batch) for name in program.static_inputs}
@@ -234,13 +234,5 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
         if progress is not None:
             progress(t + 1)
     k1 = step.order + 1
-    return {name: _external(state[name], shapes[name], step.eqns[outputs[name].nodes[0]].series,
+    return {name: to_external(state[name], shapes[name], step.eqns[outputs[name].nodes[0]].series,
                             batch, k1) for name in program.carry}
-
-
-def _check_data(program: Program, data: Mapping[str, np.ndarray]) -> None:
-    """The array engine's check of per-step data (``checks.checked_data``)."""
-    checks.checked_data(program, data)
-
-
-_check_names = checks.check_names
