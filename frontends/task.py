@@ -12,6 +12,7 @@ loss of the trained model on one test name — with one scalar output.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 
 from ..backends import resolve_backend, run_program
 from ..ir.circuit import Circuit, Program
-from ..ir.text import print_circuit, print_program
+from ..ir.text import print_program
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ class TrainingTask:
         return deletion_vector(self.n_examples, deleted, self.example_labels)
 
     def fingerprint(self) -> str:
-        """sha256 over the program text and every input array: a sketch is valid only for this."""
-        digest = hashlib.sha256(print_program(self.program).encode())
+        """sha256 over the program text (without source locations: editing the file that traced
+        it does not change the program) and every input array: a sketch is valid only for this."""
+        digest = hashlib.sha256(print_program(without_locations(self.program)).encode())
         for group in (self.init, self.data, self.static):
             for name in sorted(group):
                 array = np.ascontiguousarray(group[name], dtype=np.float64)
@@ -101,5 +103,9 @@ def deletion_vector(n: int, deleted: Sequence[int] | Callable[[str], bool],
     return vector
 
 
-def measurement_fingerprint(measurement: Circuit) -> str:
-    return hashlib.sha256(print_circuit(measurement).encode()).hexdigest()
+def without_locations(target: Circuit | Program) -> Circuit | Program:
+    """The same circuit or program with every node's source location dropped."""
+    if isinstance(target, Program):
+        return dataclasses.replace(target, step=without_locations(target.step))
+    return dataclasses.replace(target, eqns=tuple(dataclasses.replace(e, loc=None)
+                                                  for e in target.eqns))

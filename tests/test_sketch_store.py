@@ -188,3 +188,23 @@ def test_keep_selects_the_stored_state(task):
     assert list(sketch.series) == ["w"] and sketch.series["w"].shape == (10, 3, 3)
     with pytest.raises(ValueError, match="cannot keep"):
         precompute(task, keep=["moments"], **SETTINGS)
+
+
+def test_fingerprint_ignores_source_locations_but_not_the_program(task):
+    """Editing the file that traced a program (its line numbers move) keeps its sketches valid;
+    changing an op does not."""
+    import dataclasses
+
+    from circuitsketch.ir import Op
+
+    step = task.program.step
+    moved = dataclasses.replace(step, eqns=tuple(dataclasses.replace(e, loc="elsewhere.py:1")
+                                                 for e in step.eqns))
+    relocated = dataclasses.replace(task, program=dataclasses.replace(task.program, step=moved))
+    assert relocated.fingerprint() == task.fingerprint()
+    node = next(i for i, e in enumerate(step.eqns) if e.op is Op.ADD)
+    changed = list(step.eqns)
+    changed[node] = dataclasses.replace(changed[node], op=Op.SUB)
+    other = dataclasses.replace(task, program=dataclasses.replace(
+        task.program, step=dataclasses.replace(step, eqns=tuple(changed))))
+    assert other.fingerprint() != task.fingerprint()
