@@ -29,6 +29,7 @@ compiled code on disk (``cache=True``) keyed by that file.
 from __future__ import annotations
 
 import hashlib
+import re
 import textwrap
 import threading
 from dataclasses import dataclass, field
@@ -826,11 +827,10 @@ def fused_kernel(members: list[FusedMember], n_leaves: int) -> Kernel:
     once per element, every member is a local value (register), only the last is stored.
     A member's domain check or non-finite value returns ``member * MEMBER + code``, so the
     error names the member's node; its messages are the unfused kernels'."""
-    import re
-
     leaves = [f"l{q}" for q in range(n_leaves)]
-    params = ", ".join(f"{v}0, {v}j, {v}d, {v}e" for v in leaves)
-    body = [f"{v} = R[{v}0 + d * {v}d + i * {v}e]" for v in leaves]
+    # "_" keeps leaf 1's offset (l1_0) apart from leaf 10's value (l10)
+    params = ", ".join(f"{v}_0, {v}_j, {v}_d, {v}_e" for v in leaves)
+    body = [f"{v} = R[{v}_0 + d * {v}_d + i * {v}_e]" for v in leaves]
     errors: dict[int, str] = {}
     for m, member in enumerate(members):
         names = {"x": None, "y": None, "z": None}

@@ -229,6 +229,22 @@ def test_error_inside_a_fused_group_names_the_member():
         numba_cpu.evaluate(circuit, {"a": -good})
 
 
+def test_a_fused_group_with_many_leaves():
+    """Twelve inputs read by one chain: leaf 1's strides and leaf 10's value must not share a
+    name in the generated kernel (they once did, and the kernel failed to compile)."""
+    b = Builder()
+    leaves = [b.input_array(f"a{i}", (5,)) for i in range(12)]
+    chain = leaves[0]
+    for i, leaf in enumerate(leaves[1:]):
+        chain = b.add(Op.MUL if i % 2 else Op.ADD, (chain, leaf))
+    b.output("y", [chain])
+    circuit = verify(b.build())
+    assert len(array_engine.plan(circuit).entries) == 1  # the whole chain is one kernel
+    rng = np.random.default_rng(3)
+    inputs = {f"a{i}": rng.normal(size=5) for i in range(12)}
+    _close(numba_cpu.evaluate(circuit, inputs), reference.evaluate(circuit, inputs))
+
+
 def test_waves_of_blocks_under_a_small_memory_budget(monkeypatch):
     program = taylor(_loop_program(), 2)
     rng = np.random.default_rng(3)
