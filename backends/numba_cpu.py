@@ -126,6 +126,14 @@ class Engine:
             self._modules[series, block] = load_kernel_module(source, self.prefix)
         return self._modules[series, block]
 
+    def _require_scalar(self, circuit: Circuit) -> None:
+        """The tape runs scalar circuits; an array circuit needs the array engine (numba-cpu's
+        module functions dispatch to it; numba-cuda has none yet)."""
+        if array_engine.is_array_circuit(circuit):
+            raise NotImplementedError(f"{self.target.name} runs scalar-traced circuits only; "
+                                      "array circuits run on numba-cpu (its array engine) and "
+                                      "the reference interpreter")
+
     # ---- evaluate
 
     def evaluate(self, circuit: Circuit, inputs: Mapping[str, np.ndarray], *, batch: int | None = None,
@@ -133,6 +141,7 @@ class Engine:
         """Run ``circuit`` on named inputs (see :func:`circuitsketch.backends.reference.evaluate`)."""
         checks.require_verified(circuit)
         checks.check_batch(batch)
+        self._require_scalar(circuit)
         self.require_available()
         reference.check_circuit_inputs(circuit, inputs)
         shapes = circuit.input_shapes
@@ -169,6 +178,7 @@ class Engine:
         ``n_examples``: the number of down-weights in ``x``, see ``checks.check_down_weights``)."""
         checks.require_verified(program)
         checks.check_batch(batch)
+        self._require_scalar(program.step)
         self.require_available()
         data, static = dict(data or {}), dict(static or {})
         step = program.step

@@ -400,3 +400,13 @@ def test_cuda_simulator():
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
+
+
+def test_numba_cuda_refuses_array_circuits_by_name():
+    """The CUDA tape runs scalar circuits; an array circuit is refused before any work, naming
+    where it can run instead."""
+    from circuitsketch.backends import numba_cuda
+
+    circuit = cs.trace(lambda W, x: {"y": (W @ x).sum()}, inputs="tensors", W=(2, 3), x=(3,))
+    with pytest.raises(NotImplementedError, match="numba-cuda runs scalar-traced circuits only"):
+        numba_cuda.evaluate(circuit, {"W": np.ones((2, 3)), "x": np.ones(3)})
