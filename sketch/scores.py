@@ -48,8 +48,9 @@ ADJOINT = "adjoint."
 
 def choose_backend(program: Program, backend: str | None) -> str:
     """``backend`` checked, or by default :func:`~circuitsketch.backends.default_backend` (the
-    fastest installed) for a scalar step and ``reference`` for an array step (the compiled
-    backends have no array kernels yet)."""
+    fastest installed) for a scalar step and ``reference`` for an array step: the sweep runs
+    one ``evaluate`` per step, where the array engine's per-kernel-call overhead loses to numpy
+    (microgpt, 30 steps, 2 measurements: reference 0.6 s, numba-cpu 1.3 s warm)."""
     if backend is None and not program.step.is_scalar:
         return "reference"
     return resolve_backend(backend)
