@@ -15,9 +15,12 @@ in Numba's CUDA simulator (slow: small circuits only).
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import numpy as np
 
+from ..ir.circuit import Circuit, Program
+from . import array_cuda, array_engine
 from .checks import BackendUnavailableError
 from .emit import Target
 from .numba_cpu import OVERFLOWED, Engine
@@ -95,6 +98,19 @@ class CudaEngine(Engine):
 
 _BLOCKED = {"R", "S", "T", "XR", "XS"}  # host arrays with a leading block axis
 _CUDA = CudaEngine()
-# the backend API (``evaluate``, ``run_program``) is the engine's, as on the CPU
-evaluate = _CUDA.evaluate
-run_program = _CUDA.run_program
+
+
+# the backend API (``evaluate``, ``run_program``): scalar circuits run on the tape engine, array
+# circuits on the CUDA array engine (``array_cuda``), as numba-cpu dispatches
+def evaluate(circuit: Circuit, inputs: Mapping[str, np.ndarray], **options) -> dict[str, np.ndarray]:
+    """Run ``circuit`` (see :func:`circuitsketch.backends.reference.evaluate`)."""
+    if isinstance(circuit, Circuit) and array_engine.is_array_circuit(circuit):
+        return array_cuda.evaluate(circuit, inputs, **options)
+    return _CUDA.evaluate(circuit, inputs, **options)
+
+
+def run_program(program: Program, init: Mapping[str, np.ndarray], **options) -> dict[str, np.ndarray]:
+    """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`)."""
+    if isinstance(program, Program) and array_engine.is_array_circuit(program.step):
+        return array_cuda.run_program(program, init, **options)
+    return _CUDA.run_program(program, init, **options)

@@ -404,9 +404,9 @@ def test_cuda_simulator():
 
 def test_numba_cuda_refuses_array_circuits_by_name():
     """The CUDA tape runs scalar circuits; an array circuit is refused before any work, naming
-    where it can run instead."""
+    where it can run instead (the module's ``evaluate`` sends it to ``array_cuda``)."""
     from circuitsketch.backends import numba_cuda
 
     circuit = cs.trace(lambda W, x: {"y": (W @ x).sum()}, inputs="tensors", W=(2, 3), x=(3,))
     with pytest.raises(NotImplementedError, match="numba-cuda runs scalar-traced circuits only"):
-        numba_cuda.evaluate(circuit, {"W": np.ones((2, 3)), "x": np.ones(3)})
+        numba_cuda._CUDA.evaluate(circuit, {"W": np.ones((2, 3)), "x": np.ones(3)})
