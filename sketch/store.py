@@ -15,7 +15,7 @@ Layout (format version 2)::
 
 ``meta.json``::
 
-    format          "circuitsketch-sketch"        format_version  1
+    format          "circuitsketch-sketch"        format_version  2 (1 still loads, with a warning)
     fingerprint     TrainingTask.fingerprint() of the program the sketch was made for
     n, order, directions, seed                    (k = order, s = directions)
     direction_rule  how psi_j is regenerated from (seed, j)
