@@ -28,8 +28,9 @@ and at the end, and mapped back to the node as on the CPU (``Plan.describe``):
 Python arithmetic exception (math overflow) inside a kernel is named by replaying the circuit
 on the reference interpreter.
 
-All directions run in one launch (no blocks of directions): the device's free memory is not
-yet consulted to split a batch (``checks.check_budget`` still applies).
+All directions run in one block (one launch per entry spans them all) unless their arenas
+exceed ``DEVICE_FRACTION`` of the device's free memory (:func:`block_width`); then blocks of
+directions run one after another, each through every step.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def cuda_source(source: str) -> str:
     head = next(n for n, line in enumerate(lines) if line.startswith("def "))
     if not lines[head].rstrip().endswith("):") or "nb, n, o" not in lines[head]:
         raise ValueError("not an elementwise kernel")
-    out = ["@cuda.jit", lines[head][:-2] + ", err, base):", "    g = cuda.grid(1)",
+    out = ["@cuda.jit(cache=True)", lines[head][:-2] + ", err, base):", "    g = cuda.grid(1)",
            "    if g >= nb * n:", "        return", "    d = g // n", "    i = g - d * n"]
     loops: list[int] = []  # indents of the removed loop lines still open
     removed = 0
@@ -122,7 +123,7 @@ def cuda_source(source: str) -> str:
 
 
 HAND_SOURCE = '''
-@cuda.jit
+@cuda.jit(cache=True)
 def ew_mul_ss(R, S, I, K1, kinks, p, nb, n, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
     g = cuda.grid(1)
     if g >= nb * n:
@@ -138,7 +139,7 @@ def ew_mul_ss(R, S, I, K1, kinks, p, nb, n, o, x0, xj, xd, xe, y0, yj, yd, ye, e
             cuda.atomic.min(err, 0, base + NONFINITE)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def gather_r(R, S, I, K1, nb, n, o, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * n:
@@ -147,7 +148,7 @@ def gather_r(R, S, I, K1, nb, n, o, x0, xj, xd, xe, ix, err, base):
         R[o + d * n + i] = R[x0 + d * xd + I[ix + i]]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def gather_s(R, S, I, K1, nb, n, o, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * n:
@@ -157,7 +158,7 @@ def gather_s(R, S, I, K1, nb, n, o, x0, xj, xd, xe, ix, err, base):
             S[o + (j * nb + d) * n + i] = S[x0 + j * xj + d * xd + I[ix + i]]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def place_r(R, S, I, K1, nb, n_out, o, n, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * n:
@@ -166,7 +167,7 @@ def place_r(R, S, I, K1, nb, n_out, o, n, x0, xj, xd, xe, ix, err, base):
         R[o + d * n_out + I[ix + i]] = R[x0 + d * xd + i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def place_s(R, S, I, K1, nb, n_out, o, n, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * n:
@@ -176,7 +177,7 @@ def place_s(R, S, I, K1, nb, n_out, o, n, x0, xj, xd, xe, ix, err, base):
             S[o + (j * nb + d) * n_out + I[ix + i]] = S[x0 + j * xj + d * xd + i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def place_rs(R, S, I, K1, nb, n_out, o, n, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * n:
@@ -187,21 +188,21 @@ def place_rs(R, S, I, K1, nb, n_out, o, n, x0, xj, xd, xe, ix, err, base):
             S[o + (j * nb + d) * n_out + I[ix + i]] = 0j
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def copy_r(R, S, I, K1, n, o, x0, err, base):
     i = cuda.grid(1)
     if i < n:
         R[o + i] = R[x0 + i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def copy_s(R, S, I, K1, n, o, x0, err, base):
     i = cuda.grid(1)
     if i < n:
         S[o + i] = S[x0 + i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def copy_rs(R, S, I, K1, n, o, x0, err, base):
     i = cuda.grid(1)
     if i < n:
@@ -210,7 +211,7 @@ def copy_rs(R, S, I, K1, n, o, x0, err, base):
             S[o + j * n + i] = 0j
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def reduce_sum_r(R, S, I, K1, nb, m, nr, o, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * m:
@@ -224,7 +225,7 @@ def reduce_sum_r(R, S, I, K1, nb, m, nr, o, x0, xj, xd, xe, ix, err, base):
             cuda.atomic.min(err, 0, base + NONFINITE)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def reduce_sum_s(R, S, I, K1, nb, m, nr, o, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * m:
@@ -239,7 +240,7 @@ def reduce_sum_s(R, S, I, K1, nb, m, nr, o, x0, xj, xd, xe, ix, err, base):
                 cuda.atomic.min(err, 0, base + NONFINITE)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def reduce_max_r(R, S, I, K1, nb, m, nr, o, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g < nb * m:
@@ -253,7 +254,7 @@ def reduce_max_r(R, S, I, K1, nb, m, nr, o, x0, xj, xd, xe, ix, err, base):
         R[o + d * m + q] = best
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def reduce_max_s(R, S, I, K1, kinks, nb, m, nr, o, x0, xj, xd, xe, ix, err, base):
     g = cuda.grid(1)
     if g >= nb * m:
@@ -282,7 +283,7 @@ def reduce_max_s(R, S, I, K1, kinks, nb, m, nr, o, x0, xj, xd, xe, ix, err, base
         S[o + (j * nb + d) * m + q] = S[win + j * xj]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
     g = cuda.grid(1)
     size = G * M * N
@@ -301,7 +302,7 @@ def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
         cuda.atomic.min(err, 0, base + NONFINITE)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
     g = cuda.grid(1)
     size = G * M * N
@@ -324,7 +325,7 @@ def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
             cuda.atomic.min(err, 0, base + NONFINITE)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
     g = cuda.grid(1)
     size = G * M * N
@@ -344,7 +345,7 @@ def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
             cuda.atomic.min(err, 0, base + NONFINITE)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
     g = cuda.grid(1)
     size = G * M * N
@@ -364,7 +365,7 @@ def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
             cuda.atomic.min(err, 0, base + NONFINITE)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def take_r(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id, err, base):
     g = cuda.grid(1)
     n = pre * m * post
@@ -382,7 +383,7 @@ def take_r(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id, err, 
     R[o + d * n + e] = R[x0 + d * xd + (p * size + k) * post + r]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def take_s(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id, err, base):
     g = cuda.grid(1)
     n = pre * m * post
@@ -401,7 +402,7 @@ def take_s(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id, err, 
         S[o + (j * nb + d) * n + e] = S[x0 + j * xj + d * xd + (p * size + k) * post + r]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def scatter_add_r(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id, err, base):
     g = cuda.grid(1)
     n = pre * size * post
@@ -423,7 +424,7 @@ def scatter_add_r(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id
     R[o + d * n + e] = acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def scatter_add_s(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id, err, base):
     g = cuda.grid(1)
     n = pre * size * post
@@ -446,14 +447,14 @@ def scatter_add_s(R, S, I, K1, nb, pre, size, post, m, o, x0, xj, xd, xe, i0, id
         S[o + (j * nb + d) * n + e] = acc
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def load_rows_r(R, S, I, K1, D, t, n, o, col, err, base):
     i = cuda.grid(1)
     if i < n:
         R[o + i] = D[t, col + i]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def load_weights_r(R, S, I, K1, X, ids, t, nb, m, o, err, base):
     g = cuda.grid(1)
     if g < nb * m:
@@ -462,7 +463,7 @@ def load_weights_r(R, S, I, K1, X, ids, t, nb, m, o, err, base):
         R[o + d * m + q] = X[d, ids[t, q]]
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def load_weights_s(R, S, I, K1, X, ids, t, nb, m, o, err, base):
     g = cuda.grid(1)
     if g < nb * m:
@@ -475,7 +476,7 @@ def load_weights_s(R, S, I, K1, X, ids, t, nb, m, o, err, base):
 
 def _hand_names() -> list[str]:
     return [chunk.split("def ", 1)[1].split("(", 1)[0]
-            for chunk in HAND_SOURCE.strip().split("\n\n\n") if "@cuda.jit\n" in chunk]
+            for chunk in HAND_SOURCE.strip().split("\n\n\n") if "@cuda.jit(cache=True)\n" in chunk]
 
 
 HAND = frozenset(_hand_names())
@@ -565,7 +566,8 @@ def require_available():
 
 
 class _Device:
-    """One plan's arenas on the device and its launches: (kernel, arguments, threads)."""
+    """One block's arenas on the device and the plan's launches: (entry, kernel, grid,
+    arguments, positions of the step number ``t`` among them)."""
 
     def __init__(self, cuda, the_plan: ae.Plan, block: ae.Block, env: dict) -> None:
         self.cuda, self.plan, self.nb = cuda, the_plan, block.nb
@@ -573,35 +575,35 @@ class _Device:
         self.err = cuda.to_device(np.array([_NO_ERROR], dtype=np.int64))
         self.threads = SIM_THREADS if _is_sim(cuda) else THREADS
         self.launches = []
-        for entry in the_plan.entries:
+        for e, entry in enumerate(the_plan.entries):
             args = [env.get(a, a) if isinstance(a, str) else a.at(self.nb)
                     if isinstance(a, ae.Lin) else a for a in entry.args]
             sized = [0 if isinstance(a, str) and a == "t" else a for a in args]
             total = _threads(entry.kernel, [a if isinstance(a, (int, float, bool)) else 0
                                             for a in sized])
             t_at = [k for k, a in enumerate(entry.args) if a == "t"]
-            self.launches.append((function(the_plan, entry.kernel), args, total, t_at))
+            if total > 0:  # (the simulator's kernel[grid] configures the kernel object itself,
+                # so the configuration is made per launch, not kept)
+                grid = (max(1, math.ceil(total / self.threads)), min(self.threads, total))
+                self.launches.append((e, function(the_plan, entry.kernel), grid, args, t_at))
+        self.entries = len(the_plan.entries)
 
     def step(self, t: int) -> None:
         """Launch every entry for step ``t`` (asynchronously, in order)."""
-        n_e = len(self.launches)
-        for e, (fn, args, total, t_at) in enumerate(self.launches):
-            if total <= 0:
-                continue
+        head = (self.R, self.S, self.I)
+        for e, fn, grid, args, t_at in self.launches:
             if t_at:
                 args = list(args)
                 for k in t_at:
                     args[k] = t
-            blocks = max(1, math.ceil(total / self.threads))
-            fn[blocks, min(self.threads, total)](self.R, self.S, self.I, *args, self.err,
-                                                 (t * n_e + e) * ae.STEP)
+            fn[grid](*head, *args, self.err, (t * self.entries + e) * ae.STEP)
 
     def error(self) -> tuple[int, int] | None:
         """The first failure (step, code in ``Plan.describe`` form), or None."""
         word = int(self.err.copy_to_host()[0])
         if word == _NO_ERROR:
             return None
-        return divmod(word, len(self.launches) * ae.STEP)
+        return divmod(word, self.entries * ae.STEP)
 
     def fetch(self, block: ae.Block) -> ae.Block:
         block.R[:] = self.R.copy_to_host()
@@ -634,20 +636,23 @@ class CudaArrayEngine(ae.ArrayEngine):
         width = batch or 1
         checks.check_budget(circuit, width=width, backend="numba-cuda",
                             memory_bytes=ae.arena_bytes(the_plan, width))
-        block = ae.Block.allocate(the_plan, width)
-        for name, buf in the_plan.inputs.items():
-            block.put(buf, ae._rows(internal[name], 0, width, width, 1 if buf.series else 0))
-        device = _Device(cuda, the_plan, block, {"kinks": not ignore_kinks})
-        try:
-            device.step(0)
-            failed = device.error()
-        except _SIM_ERRORS:
-            reference.evaluate(circuit, inputs, batch=batch, ignore_kinks=ignore_kinks)
-            raise
-        if failed is not None:
-            ae._fail(the_plan, failed[1])
-        device.fetch(block)
-        return {out.name: ae._gather_output(the_plan, [block], out, width, batch)
+        nb = block_width(the_plan, width, cuda)
+        blocks = []
+        for lo in range(0, width, nb):
+            block = ae.Block.allocate(the_plan, nb)
+            for name, buf in the_plan.inputs.items():
+                block.put(buf, ae._rows(internal[name], lo, nb, width, 1 if buf.series else 0))
+            device = _Device(cuda, the_plan, block, {"kinks": not ignore_kinks})
+            try:
+                device.step(0)
+                failed = device.error()
+            except _SIM_ERRORS:  # named by the reference, which raises at the failing node
+                reference.evaluate(circuit, inputs, batch=batch, ignore_kinks=ignore_kinks)
+                raise
+            if failed is not None:
+                ae._fail(the_plan, failed[1])
+            blocks.append(device.fetch(block))
+        return {out.name: ae._gather_output(the_plan, blocks, out, width, batch)
                 for out in circuit.outputs}
 
     def run_program(self, program: Program, init: Mapping[str, np.ndarray], *,
@@ -657,7 +662,9 @@ class CudaArrayEngine(ae.ArrayEngine):
                     n_examples: int | None = None, batch: int | None = None,
                     ignore_kinks: bool = False,
                     progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-        """Run a training loop of array steps (see ``reference.run_program``)."""
+        """Run a training loop of array steps (see ``reference.run_program``); ``progress``
+        counts the steps of each block of directions in turn (one block unless the batch
+        exceeds the device's free memory)."""
         cuda = require_available()
         options = dict(data=data, static=static, x=x, example_ids=example_ids,
                        n_examples=n_examples, batch=batch, ignore_kinks=ignore_kinks)
@@ -671,41 +678,65 @@ class CudaArrayEngine(ae.ArrayEngine):
         the_plan = self._cached(step, roles, lambda: ae.plan_program(program))
         checks.check_budget(step, width=width, n_steps=program.n_steps, backend="numba-cuda",
                             memory_bytes=ae.arena_bytes(the_plan, width))
-        block = ae.Block.allocate(the_plan, width)
-        for name, value in [*host["state"].items(), *host["fixed"].items()]:
-            lead = 1 if value.dtype == np.complex128 and value.ndim == len(shapes[name]) + 2 else 0
-            block.put(the_plan.inputs[name], ae._rows(value, 0, width, width, lead))
-        env = {"kinks": not ignore_kinks,
-               **{k: cuda.to_device(np.ascontiguousarray(host[k])) for k in ("DR", "ids")},
-               "XR": cuda.to_device(_widen(host["XR"], width)),
-               "XS": cuda.to_device(_widen(host["XS"], width))}
-        device = _Device(cuda, the_plan, block, env)
-        try:
-            self._steps_on(device, program.n_steps, progress)
-        except _SIM_ERRORS:
-            reference.run_program(program, init, **options)
-            raise
-        device.fetch(block)
-        return {name: ae._gather_whole(the_plan, [block], the_plan.inputs[name], shapes[name],
+        nb = block_width(the_plan, width, cuda)
+        shared = {k: cuda.to_device(np.ascontiguousarray(host[k])) for k in ("DR", "ids")}
+        blocks = []
+        for lo in range(0, width, nb):
+            block = ae.Block.allocate(the_plan, nb)
+            for name, value in [*host["state"].items(), *host["fixed"].items()]:
+                lead = 1 if value.dtype == np.complex128 and value.ndim == len(shapes[name]) + 2 else 0
+                block.put(the_plan.inputs[name], ae._rows(value, lo, nb, width, lead))
+            env = {"kinks": not ignore_kinks, **shared,
+                   **{k: cuda.to_device(_weight_rows(host[k], lo, nb, width)) for k in ("XR", "XS")}}
+            device = _Device(cuda, the_plan, block, env)
+            try:
+                _steps_on(device, program.n_steps, progress)
+            except _SIM_ERRORS:  # named by the reference, which raises at the failing node
+                reference.run_program(program, init, **options)
+                raise
+            blocks.append(device.fetch(block))
+        return {name: ae._gather_whole(the_plan, blocks, the_plan.inputs[name], shapes[name],
                                        width, batch) for name in program.carry}
 
-    @staticmethod
-    def _steps_on(device: _Device, n_steps: int, progress) -> None:
-        for t in range(n_steps):
-            device.step(t)
-            if (t + 1) % CHECK_EVERY == 0 or t + 1 == n_steps:
-                failed = device.error()
-                if failed is not None:
-                    ae._fail(device.plan, failed[1])
-                if progress is not None:
-                    progress(t + 1)
+
+def _steps_on(device: _Device, n_steps: int, progress) -> None:
+    """Every step on one device block, reading the error word every ``CHECK_EVERY`` steps."""
+    for t in range(n_steps):
+        device.step(t)
+        if (t + 1) % CHECK_EVERY == 0 or t + 1 == n_steps:
+            failed = device.error()
+            if failed is not None:
+                ae._fail(device.plan, failed[1])
+            if progress is not None:
+                progress(t + 1)
 
 
-def _widen(xs: np.ndarray, width: int) -> np.ndarray:
-    """Down-weights with one row per direction (a shared row repeated)."""
-    if xs.shape[0] == width:
-        return np.ascontiguousarray(xs)
-    return np.ascontiguousarray(np.broadcast_to(xs[:1], (width,) + xs.shape[1:]))
+#: fraction of the device's free memory one block of directions may take
+DEVICE_FRACTION = 0.8
+#: an upper bound on the directions of one block (None: only memory bounds it; tests set it)
+MAX_BLOCK: int | None = None
+
+
+def block_width(the_plan: ae.Plan, width: int, cuda) -> int:
+    """Directions per device block: all of them unless their arenas exceed
+    ``DEVICE_FRACTION`` of the device's free memory (the simulator: no bound)."""
+    nb = width if MAX_BLOCK is None else max(1, min(width, MAX_BLOCK))
+    if _is_sim(cuda):
+        return nb
+    free, _ = cuda.current_context().get_memory_info()
+    fixed = ae.arena_bytes(the_plan, 0)
+    per = 8 * the_plan.sizes["R"].a + 16 * the_plan.sizes["S"].a
+    cap = int((DEVICE_FRACTION * free - fixed) // max(per, 1))
+    if cap < 1:
+        raise MemoryError(f"numba-cuda: one direction's arenas ({(fixed + per) / 2**20:.1f} MiB) "
+                          f"do not fit the device's free memory ({free / 2**20:.1f} MiB)")
+    return min(nb, cap)
+
+
+def _weight_rows(xs: np.ndarray, lo: int, nb: int, width: int) -> np.ndarray:
+    """Down-weights of directions lo .. lo+nb-1, one row each (a shared row repeated)."""
+    rows = ae._rows(xs, lo, nb, width, 0) if xs.shape[0] > 1 else xs
+    return np.ascontiguousarray(np.broadcast_to(rows, (nb,) + xs.shape[1:]))
 
 
 def _program_host(program: Program, init, *, data, static, x, example_ids, n_examples, batch,

@@ -134,6 +134,27 @@ def test_loop_program_with_data_and_weights(order):
     assert steps and steps[-1] == 4
 
 
+@device
+def test_blocks_of_directions_when_the_device_is_short_of_memory(monkeypatch):
+    """A batch split into device blocks (here by ``MAX_BLOCK``; on a GPU by free memory) gives
+    the one-block result, for a program and a circuit."""
+    from circuitsketch.backends import array_cuda
+
+    monkeypatch.setattr(array_cuda, "MAX_BLOCK", 2)
+    program = taylor(_loop_program(), 1)
+    rng = np.random.default_rng(7)
+    x = np.stack([rng.normal(size=(5, 3)), rng.normal(size=(5, 3))], axis=1) + 0j
+    options = dict(data={"d": rng.normal(size=(4, 3))}, static={"off": np.array(0.5)}, x=x,
+                   example_ids=np.array([[2], [0], [1], [2]]), batch=5)
+    init = {"w": rng.normal(size=(2, 3))}
+    _close(_cuda().run_program(program, init, **options),
+           reference.run_program(program, init, **options))
+    circuit = _every_op()
+    inputs = random_array_inputs(circuit, 3, 3)
+    inputs["tokens"] = _tokens(3)
+    _both(circuit, inputs, 3)
+
+
 def _one_op(op: Op):
     b = Builder()
     a = b.input_array("a", (3,), loc="model.py:7")
