@@ -205,6 +205,70 @@ def test_generated_kernels_cover_the_table():
     assert "cuda.atomic.min(err, 0, base + (c))" in generated
 
 
+# ---------------------------------------------------------------- compiled for a real GPU
+
+def _ptx_reason() -> str | None:
+    """None when Numba can compile CUDA code to PTX here (libNVVM and NVRTC found; no GPU or
+    driver needed), else why not."""
+    if SIMULATED:
+        return "the simulator has no compiler"
+    try:
+        from numba import cuda, float64
+
+        def double(a):
+            a[cuda.grid(1)] *= 2.0
+        cuda.compile_ptx(double, (float64[::1],), cc=(9, 0))
+    except Exception as exc:
+        return f"no CUDA compiler (libNVVM/NVRTC) here: {str(exc).splitlines()[0][:120]}"
+    return None
+
+
+def _ptx_types(name: str, fn) -> tuple:
+    """A kernel's argument types from its parameter names (the launch's arguments)."""
+    import inspect
+
+    from numba import types
+
+    arrays = {"R": types.float64[::1], "S": types.complex128[::1], "I": types.int64[::1],
+              "err": types.int64[::1], "D": types.float64[:, ::1], "ids": types.int64[:, ::1],
+              "X": types.complex128[:, :, ::1] if name.endswith("_s") else types.float64[:, ::1]}
+    scalars = {"kinks": types.boolean, "p": types.float64}
+    return tuple(arrays.get(p) or scalars.get(p, types.int64)
+                 for p in inspect.signature(fn).parameters)
+
+
+NO_PTX = _ptx_reason()
+
+
+@pytest.mark.skipif(NO_PTX is not None, reason=str(NO_PTX))
+def test_every_kernel_compiles_for_a_real_gpu(monkeypatch):
+    """Every kernel of the order-3 library and a fused group compile to PTX for sm_90 (what a
+    real GPU would run; the simulator runs the Python source and misses CUDA typing errors)."""
+    import types as pytypes
+
+    import numba.cuda.dispatcher as dispatcher
+    from numba import cuda
+
+    from circuitsketch.backends import array_codegen as cg
+    from circuitsketch.backends import array_cuda
+    from circuitsketch.backends.emit import load_kernel_module
+
+    # device functions ask the current device for its compute capability: there is none here
+    monkeypatch.setattr(dispatcher, "get_current_device",
+                        lambda: pytypes.SimpleNamespace(compute_capability=(9, 0)))
+    module = load_kernel_module(array_cuda.library_source(4), "cs_array_cuda")
+    fused = cg.fused_kernel([cg.FusedMember(Op.LOG, (("leaf", 0),)),
+                             cg.FusedMember(Op.MUL, (("member", 0), ("leaf", 1)))], 2)
+    fused_module = load_kernel_module("\n".join([array_cuda.HEADER, "K1C = 4", "",
+                                                 array_cuda.cuda_source(fused.source)]),
+                                      "cs_array_cuda_fused")
+    kernels = [(name, getattr(module, name).py_func) for name in cg.KERNELS]
+    kernels.append((fused.name, getattr(fused_module, fused.name).py_func))
+    for name, fn in kernels:
+        ptx, _ = cuda.compile_ptx(fn, _ptx_types(name, fn), cc=(9, 0))
+        assert ".entry" in ptx, name
+
+
 # ---------------------------------------------------------------- the simulator run
 
 @pytest.mark.skipif(SIMULATED, reason="this is the simulator run itself")
