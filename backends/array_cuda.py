@@ -29,8 +29,9 @@ Python arithmetic exception (math overflow) inside a kernel is named by replayin
 on the reference interpreter.
 
 All directions run in one block (one launch per entry spans them all) unless their arenas
-exceed ``DEVICE_FRACTION`` of the device's free memory (:func:`block_width`); then blocks of
-directions run one after another, each through every step.
+exceed ``DEVICE_FRACTION`` of the device's free memory or ``HOST_BUDGET`` (the host copy:
+:func:`block_width`); then blocks of directions run one after another, each through every
+step.
 """
 
 from __future__ import annotations
@@ -713,23 +714,28 @@ def _steps_on(device: _Device, n_steps: int, progress) -> None:
 
 #: fraction of the device's free memory one block of directions may take
 DEVICE_FRACTION = 0.8
+#: bytes of host arena one block may take (the host copy of the arenas holds its inputs and
+#: results: a wider batch than this runs in several device blocks)
+HOST_BUDGET = 8 << 30
 #: an upper bound on the directions of one block (None: only memory bounds it; tests set it)
 MAX_BLOCK: int | None = None
 
 
 def block_width(the_plan: ae.Plan, width: int, cuda) -> int:
     """Directions per device block: all of them unless their arenas exceed
-    ``DEVICE_FRACTION`` of the device's free memory (the simulator: no bound)."""
+    ``DEVICE_FRACTION`` of the device's free memory or ``HOST_BUDGET`` (the simulator: no
+    bound)."""
     nb = width if MAX_BLOCK is None else max(1, min(width, MAX_BLOCK))
     if _is_sim(cuda):
         return nb
     free, _ = cuda.current_context().get_memory_info()
     fixed = ae.arena_bytes(the_plan, 0)
     per = 8 * the_plan.sizes["R"].a + 16 * the_plan.sizes["S"].a
-    cap = int((DEVICE_FRACTION * free - fixed) // max(per, 1))
+    cap = int((min(DEVICE_FRACTION * free, HOST_BUDGET) - fixed) // max(per, 1))
     if cap < 1:
         raise MemoryError(f"numba-cuda: one direction's arenas ({(fixed + per) / 2**20:.1f} MiB) "
-                          f"do not fit the device's free memory ({free / 2**20:.1f} MiB)")
+                          f"do not fit the device's free memory ({free / 2**20:.1f} MiB) or "
+                          f"HOST_BUDGET ({HOST_BUDGET / 2**20:.0f} MiB)")
     return min(nb, cap)
 
 
