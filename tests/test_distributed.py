@@ -73,13 +73,18 @@ def test_cluster_sketch_is_bitwise_the_local_sketch(task, reference, client, tod
     _same(precompute(task, cluster=client, **{**SETTINGS, "batch_size": 4}), reference)
 
 
-def test_tiny_microgpt_on_the_cluster_is_bitwise_the_local_sketch(client):
-    """The MicrogptTask travels by pickle (workers do not trace it) and sketches the same bits."""
+@pytest.mark.parametrize("frontend", ["scalar", "array"])
+def test_tiny_microgpt_on_the_cluster_is_bitwise_the_local_sketch(client, frontend):
+    """The MicrogptTask travels by pickle (workers do not trace it) and sketches the same bits,
+    scalar-traced (the tape) and array-traced (the array engine, numba-cpu on the workers)."""
     from circuitsketch.frontends.microgpt import build_task
+    from circuitsketch.frontends.microgpt_array import build_task_array
     from circuitsketch.frontends.microgpt_data import MicrogptConfig
 
-    task = build_task(MicrogptConfig(n_embd=8, n_head=2, block_size=8, mlp_width=32), 2)
-    settings = dict(directions=4, order=2, seed=1, batch_size=2, progress=False)
+    build = build_task if frontend == "scalar" else build_task_array
+    task = build(MicrogptConfig(n_embd=8, n_head=2, block_size=8, mlp_width=32), 2)
+    settings = dict(directions=4, order=2, seed=1, batch_size=2, progress=False,
+                    backend="numba-cpu")
     _same(precompute(task, cluster=client, **settings), precompute(task, **settings))
 
 
