@@ -701,15 +701,17 @@ class CudaArrayEngine(ae.ArrayEngine):
 
 
 def _steps_on(device: _Device, n_steps: int, progress) -> None:
-    """Every step on one device block, reading the error word every ``CHECK_EVERY`` steps."""
+    """Every step on one device block, reading the error word every ``CHECK_EVERY`` steps.
+    ``progress(t)`` is called once per step when its launches are queued (the device may
+    still be running earlier steps)."""
     for t in range(n_steps):
         device.step(t)
         if (t + 1) % CHECK_EVERY == 0 or t + 1 == n_steps:
             failed = device.error()
             if failed is not None:
                 ae._fail(device.plan, failed[1])
-            if progress is not None:
-                progress(t + 1)
+        if progress is not None:
+            progress(t + 1)
 
 
 #: fraction of the device's free memory one block of directions may take

@@ -131,7 +131,7 @@ def test_loop_program_with_data_and_weights(order):
     steps = []
     got = _cuda().run_program(program, init, progress=steps.append, **options)
     _close(got, reference.run_program(program, init, **options))
-    assert steps and steps[-1] == 4
+    assert steps == [1, 2, 3, 4]  # once per step, as the CPU engine (precompute's progress bar)
 
 
 @device
