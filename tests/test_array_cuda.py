@@ -155,6 +155,23 @@ def test_blocks_of_directions_when_the_device_is_short_of_memory(monkeypatch):
     _both(circuit, inputs, 3)
 
 
+@device
+def test_precompute_on_numba_cuda_matches_numba_cpu():
+    """The deletion scheme's precompute (what ``circuitsketch precompute --backend numba-cuda``
+    runs) on the array microgpt, tiny and 2 steps: the sketch's series agree with numba-cpu's."""
+    from circuitsketch.frontends.microgpt_array import build_task_array
+    from circuitsketch.frontends.microgpt_data import MicrogptConfig
+    from circuitsketch.sketch.precompute import precompute
+
+    task = build_task_array(MicrogptConfig(n_embd=4, n_head=2, block_size=8, mlp_width=16),
+                            n_steps=2)
+    options = dict(directions=2, order=1, batch_size=2, progress=False)
+    got = precompute(task, backend="numba-cuda", **options)
+    want = precompute(task, backend="numba-cpu", **options)
+    _close(got.series, want.series)
+    _close(got.theta0, want.theta0)
+
+
 def _one_op(op: Op):
     b = Builder()
     a = b.input_array("a", (3,), loc="model.py:7")
