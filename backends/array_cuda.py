@@ -39,12 +39,12 @@ from __future__ import annotations
 import math
 import re
 import threading
-from math import prod
 from typing import Callable, Mapping
 
 import numpy as np
 
 from ..ir.circuit import Circuit, Program
+from ..semantics.errors import EvaluationError
 from . import array_codegen as cg
 from . import array_engine as ae
 from . import checks, reference
@@ -620,6 +620,14 @@ def _is_sim(cuda) -> bool:
 _SIM_ERRORS = (ArithmeticError, ValueError)  # only the simulator raises these (Python's math)
 
 
+def _name_by_replay(exc: Exception, replay: Callable[[], object]) -> None:
+    """A Python math error inside a simulated kernel (e.g. ``math.exp`` overflow) carries no
+    node: the reference interpreter, replaying the run, raises naming it."""
+    replay()
+    raise EvaluationError(f"numba-cuda (simulator): a kernel raised {exc!r} where the reference "
+                          "interpreter runs cleanly") from exc
+
+
 class CudaArrayEngine(ae.ArrayEngine):
     """``evaluate`` and ``run_program`` of array circuits on the GPU (module doc)."""
 
@@ -647,9 +655,9 @@ class CudaArrayEngine(ae.ArrayEngine):
             try:
                 device.step(0)
                 failed = device.error()
-            except _SIM_ERRORS:  # named by the reference, which raises at the failing node
-                reference.evaluate(circuit, inputs, batch=batch, ignore_kinks=ignore_kinks)
-                raise
+            except _SIM_ERRORS as exc:
+                _name_by_replay(exc, lambda: reference.evaluate(
+                    circuit, inputs, batch=batch, ignore_kinks=ignore_kinks))
             if failed is not None:
                 ae._fail(the_plan, failed[1])
             blocks.append(device.fetch(block))
@@ -692,9 +700,8 @@ class CudaArrayEngine(ae.ArrayEngine):
             device = _Device(cuda, the_plan, block, env)
             try:
                 _steps_on(device, program.n_steps, progress)
-            except _SIM_ERRORS:  # named by the reference, which raises at the failing node
-                reference.run_program(program, init, **options)
-                raise
+            except _SIM_ERRORS as exc:
+                _name_by_replay(exc, lambda: reference.run_program(program, init, **options))
             blocks.append(device.fetch(block))
         return {name: ae._gather_whole(the_plan, blocks, the_plan.inputs[name], shapes[name],
                                        width, batch) for name in program.carry}
