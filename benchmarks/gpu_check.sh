@@ -14,6 +14,9 @@
 # and checks a few directions of each against numba-cpu. Each section has its own time limit so
 # that a failure still leaves the figures of the others in the JSON.
 #
+# Offline (no package index): the install step fails and is logged; point PYTHON at an
+# interpreter that already has the project's dependencies (numba-cuda, pytest, hypothesis).
+#
 # Smoke test without a GPU (tiny sizes, Numba's CUDA simulator):
 #     NUMBA_ENABLE_CUDASIM=1 GPU_CHECK_SMOKE=1 bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -30,7 +33,8 @@ if [ -z "${GPU_CHECK_SMOKE:-}" ]; then
     timeout 300 "$PY" -m pip install -q -e '.[test]' >>"$LOG" 2>&1 || echo "pip install failed (see log)" | tee -a "$LOG"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >>"$LOG" 2>&1 || true
     echo "== tests on the real GPU" | tee -a "$LOG"
-    timeout 240 "$PY" -m pytest tests/test_array_cuda.py -p no:cacheprovider -rs -vv >>"$LOG" 2>&1
+    timeout 240 "$PY" -m pytest tests/test_array_cuda.py -p no:cacheprovider -rs -vv \
+        -k "not under_the_cuda_simulator" >>"$LOG" 2>&1
     echo "tests/test_array_cuda.py rc=$?" | tee -a "$LOG"
     # CIRCUITSKETCH_TEST_CUDASIM=1 without NUMBA_ENABLE_CUDASIM: test_backends' numba-cuda
     # selection (the one test_cuda_simulator runs) on the real device
