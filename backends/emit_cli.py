@@ -35,8 +35,9 @@ def emit(target: Circuit | Program, order: int = 0, seeds=None, backend: str = "
     text = print_program(program) if program else print_circuit(step)
     if array_engine.is_array_circuit(step):
         if backend != "numba-cpu":
-            raise ValueError(f"emit: {backend} runs scalar circuits only; array circuits run on "
-                             "numba-cpu (its array engine) and the reference interpreter")
+            raise ValueError(f"emit: for an array circuit emit shows numba-cpu's plan and kernels "
+                             f"(--backend numba-cpu); {backend}'s array kernels are rewritten from "
+                             "the same table (backends/array_cuda.py: cuda_source)")
         return (f"# lowered IR (order {step.order})\n{text}\n# numba-cpu array engine\n"
                 f"{array_engine.emit_text(lowered)}")
     tape = compile_tape(step, program)
