@@ -758,16 +758,10 @@ def _program_host(program: Program, init, *, data, static, x, example_ids, n_exa
                   ignore_kinks) -> dict:
     """A program's inputs checked as on the CPU engine and laid out for the device: carried
     state, static inputs, per-step data rows ``DR``, down-weights ``XR``/``XS`` and ids."""
-    checks.require_verified(program)
-    checks.check_batch(batch)
-    data, static = dict(data or {}), dict(static or {})
+    data, static = checks.check_program_arguments(program, init, data, static, x, batch)
     step = program.step
     shapes = step.input_shapes
-    checks.check_names("initial state", init, program.carry)
-    checks.check_names("static input", static, program.static_inputs)
     series = reference.series_inputs(step)
-    data = checks.checked_data(program, data, series)
-    checks.check_weights_given(program, x)
     n_steps = program.n_steps
     host = {
         "state": {name: ae._internal(step, name, init[name], shapes[name], False, batch)

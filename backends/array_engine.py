@@ -838,16 +838,10 @@ class ArrayEngine:
                     ignore_kinks: bool = False,
                     progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
         """Run a training loop of array steps (see ``reference.run_program``)."""
-        checks.require_verified(program)
-        checks.check_batch(batch)
-        data, static = dict(data or {}), dict(static or {})
+        data, static = checks.check_program_arguments(program, init, data, static, x, batch)
         step = program.step
         shapes = step.input_shapes
-        checks.check_names("initial state", init, program.carry)
-        checks.check_names("static input", static, program.static_inputs)
         series = reference.series_inputs(step)
-        data = checks.checked_data(program, data, series)
-        checks.check_weights_given(program, x)
         # one plan per step circuit and loop structure: the number of steps does not change it
         roles = ("program", program.carry, program.per_step, program.weight)
         the_plan = self._cached(step, roles, lambda: plan_program(program))

@@ -162,6 +162,23 @@ def checked_data(program: Program, data: Any, series: Any = ()) -> dict[str, np.
     return checked
 
 
+def check_program_arguments(program: Program, init: Any, data: Any, static: Any, x: Any,
+                            batch: Any) -> tuple[dict, dict]:
+    """What every backend's ``run_program`` checks first: the program verifies, ``batch`` is
+    valid, the initial state and static inputs are exactly the program's, the per-step data is
+    checked (:func:`checked_data`) and down-weights are given exactly when the program reads
+    them. Returns ``(checked data, static)``."""
+    require_verified(program)
+    check_batch(batch)
+    static = dict(static or {})
+    check_names("initial state", init, program.carry)
+    check_names("static input", static, program.static_inputs)
+    series = {e.attr("name") for e in program.step.eqns if e.op is Op.INPUT and e.series}
+    checked = checked_data(program, dict(data or {}), series)
+    check_weights_given(program, x)
+    return checked, static
+
+
 # ---------------------------------------------------------------- down-weights
 
 def check_weights_given(program: Program, x: Any) -> None:
@@ -324,6 +341,6 @@ def _gib(n: float) -> str:
 
 __all__ = ["BackendUnavailableError", "BudgetError", "InputError", "MEMORY_LIMIT_BYTES",
            "SECONDS_PER_MADD", "TIME_LIMIT_SECONDS", "check_batch", "check_budget", "check_names",
-           "checked_data",
+           "check_program_arguments", "checked_data",
            "check_down_weights", "check_weights_given", "example_ids_of", "input_array",
            "madds_per_direction", "require_verified", "time_limit_seconds", "value_bytes"]

@@ -176,17 +176,11 @@ class Engine:
                     progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
         """Run a training loop (see :func:`circuitsketch.backends.reference.run_program`;
         ``n_examples``: the number of down-weights in ``x``, see ``checks.check_down_weights``)."""
-        checks.require_verified(program)
-        checks.check_batch(batch)
+        data, static = checks.check_program_arguments(program, init, data, static, x, batch)
         self._require_scalar(program.step)
         self.require_available()
-        data, static = dict(data or {}), dict(static or {})
         step = program.step
         shapes = step.input_shapes
-        checks.check_names("initial state", init, program.carry)
-        checks.check_names("static input", static, program.static_inputs)
-        data = checks.checked_data(program, data, reference.series_inputs(step))
-        checks.check_weights_given(program, x)
         tape = self.compiled(step, program)
         width, k1, n_steps = batch or 1, step.order + 1, program.n_steps
         state = {name: _batched(name, init[name], shapes[name], False, batch, k1) for name in program.carry}

@@ -196,16 +196,10 @@ def run_program(program: Program, init: Mapping[str, np.ndarray], *,
     examples trained on at each step (default: step t trains example t). ``n_examples``: the
     number of down-weights ``x`` must hold (``backends.checks.check_down_weights`` has the rule).
     """
-    checks.require_verified(program)
-    checks.check_batch(batch)
-    data, static = dict(data or {}), dict(static or {})
+    data, static = checks.check_program_arguments(program, init, data, static, x, batch)
     step = program.step
     shapes = step.input_shapes
     series, elements = series_inputs(step), _reads_elements(step)
-    checks.check_names("initial state", init, program.carry)
-    checks.check_names("static input", static, program.static_inputs)
-    data = checks.checked_data(program, data, series)
-    checks.check_weights_given(program, x)
     if program.weight is not None:
         x, example_ids = checks.check_down_weights(program, x, example_ids, n_examples,
                                                    series=program.weight in series)
