@@ -15,9 +15,8 @@ its error codes. Names say the op and the kinds, e.g. ``ew_mul_sr`` (elementwise
 series by a real) or ``dg_ss`` (dot_general of two series: the Cauchy product of contractions,
 c_r = sum_{i+j=r} A_i . B_j; with one real operand it is k+1 contractions). Elementwise series
 kernels run, per element, the recurrences of ``semantics/series.py`` over the coefficients
-(helpers ``s_*``); real ones are one expression per element. :func:`fused_kernel` writes one
-loop nest for a chain of same-shape real elementwise ops (the intermediate values stay in
-registers).
+(helpers ``s_*``); real ones are one expression per element. Fused groups of them (one loop
+nest for a chain of same-shape ops) are written by :mod:`.array_fusion` from these rules.
 
 A kernel returns 0, or an error code: ``DOMAIN_CODES`` (per op, see ``Kernel.errors``),
 :data:`KINK`, :data:`IMAGINARY` or :data:`NONFINITE` (an output that is Inf or NaN: with finite
@@ -29,7 +28,6 @@ compiled code on disk (``cache=True``) keyed by that file.
 from __future__ import annotations
 
 import hashlib
-import re
 import textwrap
 import threading
 from dataclasses import dataclass, field
@@ -805,74 +803,7 @@ def _build_table() -> dict[str, Kernel]:
 #: kernel name -> Kernel: the one table of generated array code (module doc)
 KERNELS: dict[str, Kernel] = _build_table()
 
-# ---------------------------------------------------------------- fused groups
-
-#: error codes of a fused kernel: member * MEMBER + the member's own code
-MEMBER = 256
-FUSABLE = frozenset(_REAL_EXPR)
-
-
-@dataclass(frozen=True)
-class FusedMember:
-    """One op of a fused group: its operands are leaves ``("leaf", i)`` or earlier members
-    ``("member", i)``; ``p`` the attribute of pow."""
-
-    op: Op
-    operands: tuple[tuple[str, int], ...]
-    p: float = 0.0
-
-
-def fused_kernel(members: list[FusedMember], n_leaves: int) -> Kernel:
-    """One loop nest computing a chain of same-shape real elementwise ops: leaves are loaded
-    once per element, every member is a local value (register), only the last is stored.
-    A member's domain check or non-finite value returns ``member * MEMBER + code``, so the
-    error names the member's node; its messages are the unfused kernels'."""
-    leaves = [f"l{q}" for q in range(n_leaves)]
-    # "_" keeps leaf 1's offset (l1_0) apart from leaf 10's value (l10)
-    params = ", ".join(f"{v}_0, {v}_j, {v}_d, {v}_e" for v in leaves)
-    body = [f"{v} = R[{v}_0 + d * {v}_d + i * {v}_e]" for v in leaves]
-    errors: dict[int, str] = {}
-    for m, member in enumerate(members):
-        names = {"x": None, "y": None, "z": None}
-        for name, (kind, q) in zip("xyz", member.operands):
-            names[name] = f"l{q}" if kind == "leaf" else f"v{q}"
-        expr, check = _REAL_EXPR[member.op]
-
-        def bind(text: str) -> str:
-            text = re.sub(r"\bp\b", repr(float(member.p)), text)
-            return re.sub(r"\b([xyz])\b", lambda hit: names[hit.group(1)], text)
-        if check:
-            body += [f"c = {bind(check)}", "if c:", f"    return {m * MEMBER} + c"]
-        body += [f"v{m} = {bind(expr)}", f"chk{m} += v{m} - v{m}"]
-        for code, message in _REAL_ERRORS.get(member.op, {}).items():
-            errors[m * MEMBER + code] = message
-        errors[m * MEMBER + NONFINITE] = COMMON_MESSAGES[NONFINITE]
-    body.append(f"R[o + d * n + i] = v{len(members) - 1}")
-    text = "\n".join(body)
-    name = "fused_" + source_hash(text + params)
-    checks = [line for m in range(len(members))
-              for line in (f"    if chk{m} != 0.0:", f"        return {m * MEMBER + NONFINITE}")]
-    source = "\n".join([
-        DECORATOR, f"def {name}({EW_PARAMS}, {params}):",
-        *[f"    chk{m} = 0.0" for m in range(len(members))],
-        "    for d in range(nb):", "        for i in range(n):", textwrap.indent(text, " " * 12),
-        *checks, "    return 0"])
-    return Kernel(name, source, errors)
-
-
-_FUSED: dict[str, object] = {}
-
-
-def fused_module(kernel: Kernel):
-    """The imported module holding one fused kernel (a real file, Numba-cached on disk)."""
-    with _LOCK:
-        if kernel.name not in _FUSED:
-            module = load_kernel_module("\n".join([HEADER, "", kernel.source, ""]),
-                                        "cs_array_fused")
-            getattr(module, kernel.name).__source__ = kernel.source
-            _FUSED[kernel.name] = module
-    return _FUSED[kernel.name]
-
+# ---------------------------------------------------------------- fused groups: array_fusion
 
 HEADER = "\n".join([
     "import math", "import numpy as np", "import numba", "",

@@ -544,10 +544,16 @@ def function(the_plan: ae.Plan, name: str):
     key = (name, the_plan.k1)
     with _LOCK:
         if key not in _FUSED:
-            source = "\n".join([HEADER, f"K1C = {the_plan.k1}", "", "",
-                                cuda_source(the_plan.fused[name].source), ""])
+            source = fused_source(the_plan.fused[name], the_plan.k1)
             _FUSED[key] = load_kernel_module(source, "cs_array_cuda_fused")
     return getattr(_FUSED[key], name)
+
+
+def fused_source(kernel, k1: int) -> str:
+    """The CUDA module of one fused group (``array_fusion``) for ``k1`` coefficients: a
+    series group's brings the series helpers as device functions."""
+    helpers = [_device_helpers(), "", ""] if kernel.k1 else []
+    return "\n".join([HEADER, f"K1C = {k1}", "", "", *helpers, cuda_source(kernel.source), ""])
 
 
 # ---------------------------------------------------------------- running a plan on the device
@@ -784,4 +790,5 @@ ENGINE = CudaArrayEngine()
 evaluate = ENGINE.evaluate
 run_program = ENGINE.run_program
 
-__all__ = ["CudaArrayEngine", "HAND", "cuda_source", "evaluate", "library_source", "run_program"]
+__all__ = ["CudaArrayEngine", "HAND", "cuda_source", "evaluate", "fused_source", "library_source",
+           "run_program"]

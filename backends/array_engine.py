@@ -8,8 +8,8 @@ scatter_add. Every value is a region of an arena (``R`` real, ``S`` series, ``I`
 tables), sized for a block of ``nb`` directions; a value that does not depend on the
 directions (constants, per-step data and what is computed from them only) is stored once
 (batch stride 0). Sizes and offsets are linear in ``nb`` (:class:`Lin`), so one plan serves
-any block width. Chains of same-shape real elementwise ops are fused into one generated
-kernel (``array_codegen.fused_kernel``).
+any block width. Chains of same-shape elementwise ops (real, or series with real operands
+mixed in) are fused into one generated kernel (:mod:`.array_fusion`).
 
 **Memory plan**: a buffer is freed after the last node reading it (reshape aliases share
 their operand's buffer) and reused by the next value of the same size; inputs, constants and
@@ -50,6 +50,7 @@ from ..ir.shapes import broadcast_shapes
 from ..ir.text import print_eqn
 from ..semantics.errors import EvaluationError, KinkError
 from . import array_codegen as cg
+from . import array_fusion as fu
 from . import checks, reference
 from .emit import load_kernel_module
 
@@ -155,7 +156,7 @@ class Plan:
     values: dict[int, Buf] = field(default_factory=dict)
     sizes: dict[str, Lin] = field(default_factory=dict)
     n_index: int = 0
-    fused: dict[str, cg.Kernel] = field(default_factory=dict)
+    fused: dict[str, fu.FusedKernel] = field(default_factory=dict)
 
     def index_table(self, table: np.ndarray) -> int:
         """Append an int64 gather table to ``I``; returns its offset."""
@@ -169,16 +170,16 @@ class Plan:
 
     def describe(self, code: int) -> tuple[int, str, int]:
         """(node, message, base code) of a step's error code ``entry * STEP + kernel code``; in
-        a fused group the kernel code says which member failed (``cg.MEMBER``)."""
+        a fused group the kernel code says which member failed (``fu.MEMBER``)."""
         entry, code = divmod(code, STEP)
         entry = self.entries[entry]
-        node = entry.members[code // cg.MEMBER] if entry.members else entry.node
-        return node, self.kernel(entry.kernel).message(code), code % cg.MEMBER
+        node = entry.members[code // fu.MEMBER] if entry.members else entry.node
+        return node, self.kernel(entry.kernel).message(code), code % fu.MEMBER
 
     def function(self, name: str) -> Callable:
         """The compiled kernel called ``name`` (library or fused module)."""
         if name in self.fused:
-            return getattr(cg.fused_module(self.fused[name]), name)
+            return getattr(fu.fused_module(self.fused[name]), name)
         return getattr(cg.library(self.k1), name)
 
 
@@ -241,14 +242,16 @@ class _Planner:
         return self.plan
 
     def _fusable(self, node: int) -> bool:
+        """A real op on real operands, or a series op with a series result (any operands)."""
         eqn = self.c.eqns[node]
-        return (eqn.op in cg.FUSABLE and not eqn.series
-                and not any(self.c.eqns[a].series for a in eqn.args))
+        if eqn.series:
+            return self._series(eqn) and eqn.op in fu.SERIES_FUSABLE
+        return eqn.op in fu.FUSABLE and not any(self.c.eqns[a].series for a in eqn.args)
 
     def _groups(self) -> dict[int, int]:
-        """Fused groups: a real elementwise node whose only reader is a real elementwise node
-        of the same shape is computed inside that reader's loop. Returns member -> group root
-        (the root itself is not a key)."""
+        """Fused groups: a fusable elementwise node whose only reader is a fusable node of the
+        same shape is computed inside that reader's loop. Returns member -> group root (the
+        root itself is not a key)."""
         readers: dict[int, set[int]] = {}
         for node, eqn in enumerate(self.c.eqns):
             for a in eqn.args:
@@ -328,12 +331,15 @@ class _Planner:
                         leaves.append(a)
                     operands.append(("leaf", leaves.index(a)))
             p = float(eqn.attr("p")) if eqn.op is Op.POW else 0.0
-            members.append(cg.FusedMember(eqn.op, tuple(operands), p))
-        kernel = cg.fused_kernel(members, len(leaves))
+            members.append(fu.FusedMember(eqn.op, tuple(operands), p))
+        series = self._series(self.c.eqns[nodes[-1]])
+        operands = [(self.plan.values[a], self.shape(a)) for a in leaves]
+        kinds = "".join("s" if buf.series else "r" for buf, _ in operands)
+        kernel = (fu.fused_series_kernel(members, kinds, self.k1) if series
+                  else fu.fused_kernel(members, len(leaves)))
         self.plan.fused[kernel.name] = kernel
         shape = self.c.eqns[nodes[-1]].shape
-        operands = [(self.plan.values[a], self.shape(a)) for a in leaves]
-        return self.elementwise(None, operands, shape, False, nodes[-1], kernel=kernel.name,
+        return self.elementwise(None, operands, shape, series, nodes[-1], kernel=kernel.name,
                                 members=tuple(nodes))
 
     def emit(self, kernel: str, args: tuple, node: int, members: tuple = ()) -> None:
@@ -626,7 +632,7 @@ def _imports(plan: Plan, kernels: list[str], library_name: str) -> list[str]:
     lines = [f"from {library_name} import {', '.join(k for k in kernels if k not in plan.fused)}"]
     for name in kernels:
         if name in plan.fused:
-            lines.append(f"from {cg.fused_module(plan.fused[name]).__name__} import {name}")
+            lines.append(f"from {fu.fused_module(plan.fused[name]).__name__} import {name}")
     return lines
 
 

@@ -265,8 +265,10 @@ def test_emit_text_heads_each_kernel_call_with_its_ir_line():
     text = array_engine.emit_text(program)
     assert "# %4 = mul %0 %1 : s [2,3]" in text
     assert "load_weights_s(" in text and "copy_s(" in text  # the loop's loads and copies
-    assert "def ew_tanh_s(" in text and "K1 = K1C" in text  # each kernel's source, once
-    assert text.count("def ew_tanh_s(") == 1
+    # the series chain mul, add, tanh, mul, sub is one fused kernel (array_fusion), its source
+    # once, running the table's tanh rule at the literal order
+    assert text.count("# %6 = tanh %5 : s [2,3]") == 1 and text.count("def fused_s_") == 1
+    assert "s_tanh(" in text and "K1 = K1C" in text
 
 
 @pytest.mark.parametrize("order", [1, 3])

@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from circuitsketch.backends import array_engine as ae
 from circuitsketch.backends import reference
 from circuitsketch.ir import Builder, Op, Program, make_attrs, verify
 from circuitsketch.passes.taylor import taylor
@@ -26,6 +27,7 @@ from circuitsketch.semantics.errors import EvaluationError, KinkError
 
 from strategies import random_array_circuits, random_array_inputs
 from test_array_backend import _close, _every_op, _series_inputs
+from test_array_fusion import _chain_of, _x, random_chain
 
 SIMULATED = os.environ.get("CIRCUITSKETCH_TEST_ARRAY_CUDA") == "sim"
 
@@ -207,6 +209,17 @@ def test_program_error_names_the_first_failing_step():
         _cuda().run_program(program, {"w": np.array([3.0, 40.0])})
 
 
+@device
+def test_fused_series_groups():
+    """A random series chain (one fused kernel, array_fusion) and an error inside a group."""
+    circuit = taylor(random_chain(1, length=6), 2, {"x", "w"})
+    assert any(e.kernel.startswith("fused_s_") for e in ae.plan(circuit).entries)
+    _both(circuit, _series_inputs(circuit, 1, 2, seeds=("x", "w")), 2)
+    logged = _chain_of(lambda b, v: b.add(Op.LOG, (v,), loc="model.py:3"))
+    with pytest.raises(EvaluationError, match=r"node %3 = log .*model.py:3.*log of a non-positive"):
+        _cuda().evaluate(logged, {"x": _x([1.0, 0.0, 3.0])})
+
+
 def test_generated_kernels_cover_the_table():
     """Every table kernel is either hand-written for CUDA or transformed from its CPU source,
     and the module compiles as Python (a transformation slip is a SyntaxError here)."""
@@ -268,19 +281,22 @@ def test_every_kernel_compiles_for_a_real_gpu(monkeypatch):
 
     from circuitsketch.backends import array_codegen as cg
     from circuitsketch.backends import array_cuda
+    from circuitsketch.backends import array_fusion as fu
     from circuitsketch.backends.emit import load_kernel_module
 
     # device functions ask the current device for its compute capability: there is none here
     monkeypatch.setattr(dispatcher, "get_current_device",
                         lambda: pytypes.SimpleNamespace(compute_capability=(9, 0)))
     module = load_kernel_module(array_cuda.library_source(4), "cs_array_cuda")
-    fused = cg.fused_kernel([cg.FusedMember(Op.LOG, (("leaf", 0),)),
-                             cg.FusedMember(Op.MUL, (("member", 0), ("leaf", 1)))], 2)
-    fused_module = load_kernel_module("\n".join([array_cuda.HEADER, "K1C = 4", "",
-                                                 array_cuda.cuda_source(fused.source)]),
-                                      "cs_array_cuda_fused")
+    chain = [fu.FusedMember(Op.LOG, (("leaf", 0),)),
+             fu.FusedMember(Op.MUL, (("member", 0), ("leaf", 1)))]
+    series_chain = chain + [fu.FusedMember(Op.POW, (("member", 1),), 0.5),
+                            fu.FusedMember(Op.GELU, (("member", 2),))]
     kernels = [(name, getattr(module, name).py_func) for name in cg.KERNELS]
-    kernels.append((fused.name, getattr(fused_module, fused.name).py_func))
+    for fused in (fu.fused_kernel(chain, 2), fu.fused_series_kernel(series_chain, "sr", 4)):
+        fused_module = load_kernel_module(array_cuda.fused_source(fused, 4),
+                                          "cs_array_cuda_fused")
+        kernels.append((fused.name, getattr(fused_module, fused.name).py_func))
     for name, fn in kernels:
         ptx, _ = cuda.compile_ptx(fn, _ptx_types(name, fn), cc=(9, 0))
         assert ".entry" in ptx, name
