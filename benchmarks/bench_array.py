@@ -1,51 +1,109 @@
-"""The array engine on the array microgpt step, against the scalar tape, the reference and JAX.
+"""Issue 12's figures in one run: the array engine on the array microgpt step, against JAX.
 
-One run prints, per configuration, milliseconds per training step (and per direction):
+One process measures, then prints (and with ``--json FILE`` writes):
 
-* the real step (1 model, and 16 retrainings) of :func:`circuitsketch.frontends.microgpt_array.build_task_array` on
-  ``numba-cpu`` (the array engine), the same model traced with Values
-  (:func:`circuitsketch.frontends.microgpt.build_task`) on ``numba-cpu`` (the scalar tape), and
-  the array program on ``reference`` (numpy);
-* orders ``--orders`` (default 3) per complex direction at 1 and 64 directions (array engine
-  and scalar tape);
-* the time of the first run in this process (compilation, or loading compiled code from the
-  kernel cache: ``--cold`` points the cache at a fresh directory, so it is the cold compile)
-  and the arena bytes per direction of the memory plan;
-* with JAX importable, ``benchmarks/jax_microgpt.py`` in the same process (``jit`` +
-  ``lax.scan`` real step, ``vmap`` over retrainings, ``jet`` per real direction).
+* the real step, 1 model and 16 retrainings, of
+  :func:`circuitsketch.frontends.microgpt_array.build_task_array` on ``numba-cpu`` (the array
+  engine), next to the JAX peer's jitted step, ``lax.scan`` and ``vmap`` over retrainings;
+  the same model on the scalar tape and on ``reference`` for scale;
+* orders 1, 3, 6 per complex direction at 1, 64 and 512 directions, next to JAX ``jet`` per
+  real direction and per complex direction (k + 1 real jets by polarization);
+* orders 16 and 100 per direction·step (ours only), at one direction per thread;
+* compile time: the first run minus one step (plan, Numba compile or cache load; plus the
+  Taylor pass for a Taylor step), in a fresh kernel cache unless ``--warm-cache``;
+* memory: the planned arena bytes (``array_engine.arena_bytes`` per block of
+  ``block_width`` directions, times the blocks) and the process's peak RSS after each row;
+* a final table "target | measured | ratio | met?" for issue 12's targets, with the Fig. 1
+  and Fig. 3 figures as projections from the measured per-direction·step times.
 
-    .venv/bin/python benchmarks/bench_array.py [--steps 5] [--cold] [--no-jax]
+    .venv/bin/python benchmarks/bench_array.py [--json FILE] [--quick] [--no-jax]
 
 A step's time is the median gap between successive steps of one run (``progress`` callbacks),
-after a warm-up run.
+after a first run of one step; JAX's is the median whole ``lax.scan`` call per step, after
+its first call (``jax_microgpt._timed_calls``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import math
 import os
+import platform
+import resource
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: at and above this many directions a configuration gets ``big_steps`` timed steps
+BIG = 256
+#: the paper's Fig. 1 and Fig. 3 runs: (directions, order, training steps)
+FIG1, FIG3 = (12, 100, 1000), (500, 3, 1000)
+#: the user's kernel cache setting, restored after the cold rows
+_USER_CACHE = os.environ.get("CIRCUITSKETCH_CACHE")
 
 
-def _arguments() -> argparse.Namespace:
+@dataclass
+class Options:
+    """What one run measures (the defaults are the full run, about 6 min on 2 cores)."""
+
+    steps: int = 5                        # timed steps below BIG directions
+    big_steps: int = 2                    # timed steps at BIG or more directions
+    orders: tuple[int, ...] = (1, 3, 6)
+    directions: tuple[int, ...] = (1, 64, 512)
+    high_orders: tuple[int, ...] = (16, 100)
+    high_steps: int = 2
+    high_directions: int = 0              # 0: one per thread
+    retrainings: int = 16
+    cold: bool = True                     # real and order-3 rows compile in fresh caches
+    scalar: bool = True                   # scalar-tape rows (real; order 3 below BIG directions)
+    jax: bool = True
+    jax_directions: tuple[int, ...] | None = None  # None: as ``directions``
+    jax_budget_s: float = 3.0
+    config: object = None                 # a MicrogptConfig; None: the default model
+
+
+#: ``--quick``: a smoke run of under a minute (warm kernel cache after its first run)
+QUICK = dict(steps=2, big_steps=1, orders=(3,), directions=(1, 64), high_orders=(16,),
+             high_steps=1, cold=False, scalar=False, jax_directions=(64,), jax_budget_s=1.0)
+
+
+def _arguments(argv=None) -> tuple[Options, str | None]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per configuration")
-    p.add_argument("--directions", type=int, nargs="+", default=[1, 64])
-    p.add_argument("--orders", type=int, nargs="+", default=[3], help="Taylor orders timed")
-    p.add_argument("--cold", action="store_true", help="compile into a fresh kernel cache")
+    p.add_argument("--quick", action="store_true", help="smoke run, under a minute")
+    p.add_argument("--json", metavar="FILE", help="also write every figure to FILE as JSON")
+    p.add_argument("--steps", type=int, help="timed steps below %d directions" % BIG)
+    p.add_argument("--big-steps", type=int, help="timed steps at %d+ directions" % BIG)
+    p.add_argument("--orders", type=int, nargs="+")
+    p.add_argument("--directions", type=int, nargs="+")
+    p.add_argument("--high-orders", type=int, nargs="*", help="orders timed per direction·step")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="the real and order-3 rows too use the user's kernel cache (not cold)")
     p.add_argument("--no-jax", action="store_true", help="skip the JAX peer")
     p.add_argument("--no-scalar", action="store_true", help="skip the scalar tape rows")
-    return p.parse_args()
+    a = p.parse_args(argv)
+    opts = Options(**(QUICK if a.quick else {}))
+    for name in ("steps", "big_steps", "orders", "directions", "high_orders"):
+        if getattr(a, name) is not None:
+            value = getattr(a, name)
+            setattr(opts, name, tuple(value) if isinstance(value, list) else value)
+    if min(opts.steps, opts.big_steps) < 1 or min(opts.orders + opts.directions) < 1:
+        p.error("--steps, --big-steps, --orders and --directions must be positive")
+    opts.cold &= not a.warm_cache
+    opts.jax &= not a.no_jax
+    opts.scalar &= not a.no_scalar
+    return opts, a.json
 
 
-def _timer(backend: str, task, steps: int):
-    """``timed(program, x, batch) -> (first run s, s per step)``."""
+# ---------------------------------------------------------------- our measurements
+
+def _timer(backend: str, task):
+    """``timed(program, x, batch, n_steps) -> (first run s, s per step)``."""
     from circuitsketch.backends import get_backend
     from circuitsketch.ir import Program
 
@@ -60,7 +118,7 @@ def _timer(backend: str, task, steps: int):
                            progress=lambda t: marks.append(time.perf_counter()))
         return marks
 
-    def timed(program, x, batch, n_steps: int = steps) -> tuple[float, float]:
+    def timed(program, x, batch, n_steps: int) -> tuple[float, float]:
         """(first run, per step): the first run compiles (or loads the cache); a step's time
         is the median gap between the progress calls of a run of 1 + ``n_steps`` steps (the
         first gap, which includes the setup, left out)."""
@@ -72,104 +130,331 @@ def _timer(backend: str, task, steps: int):
 
 
 def _directions(rng, n: int, k: int, n_examples: int) -> np.ndarray:
+    """``n`` random complex unit directions as order-``k`` series of the down-weights."""
     psi = rng.normal(size=(n, n_examples)) + 1j * rng.normal(size=(n, n_examples))
     x = np.zeros((n, k + 1, n_examples), dtype=complex)
     x[:, 1] = psi / np.linalg.norm(psi, axis=1, keepdims=True)
     return x
 
 
-def main() -> None:
-    args = _arguments()
-    if args.cold:
+def _use_cache(fresh: bool) -> str:
+    """Point the kernel cache at a new empty directory (the next compile is cold) or back at
+    the user's (warm if these kernels were compiled before); returns "fresh" or "user"."""
+    if fresh:
         os.environ["CIRCUITSKETCH_CACHE"] = tempfile.mkdtemp(prefix="circuitsketch-bench-")
-    import circuitsketch as cs
+    elif _USER_CACHE is None:
+        os.environ.pop("CIRCUITSKETCH_CACHE", None)
+    else:
+        os.environ["CIRCUITSKETCH_CACHE"] = _USER_CACHE
+    return "fresh" if fresh else "user"
+
+
+def _peak_rss() -> int:
+    """Peak resident set size of this process so far, bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _record(first: float, step: float, n: int, extra: dict | None = None) -> dict:
+    return {"first_s": first, "step_s": step, "per_direction_s": step / n, "directions": n,
+            "compile_s": max(first - step, 0.0), "peak_rss_bytes": _peak_rss(), **(extra or {})}
+
+
+def _print_row(what: str, r: dict) -> None:
+    print(f"{what:36s} {r['first_s']:8.2f} {r['step_s'] * 1e3:11.3f} "
+          f"{r['per_direction_s'] * 1e3:12.3f} {r['peak_rss_bytes'] / 2**20:9.0f}", flush=True)
+
+
+def _memory(lowered, n: int) -> dict:
+    """The engine's memory plan for ``n`` directions: block width, blocks, arena bytes."""
     from circuitsketch.backends import array_engine
+
+    plan = array_engine.plan_program(lowered)
+    nb = array_engine.block_width(plan, n)
+    blocks = math.ceil(n / nb)
+    per_block = array_engine.arena_bytes(plan, nb)
+    return {"block_width": nb, "blocks": blocks, "arena_bytes_per_block": per_block,
+            "arena_bytes": per_block * blocks}
+
+
+def measure_ours(opts: Options) -> dict:
+    """Every row of our side (see the module docstring); times in seconds."""
+    import numba
+
+    import circuitsketch as cs
     from circuitsketch.frontends.microgpt import build_task
     from circuitsketch.frontends.microgpt_array import build_task_array
 
-    n_steps = max(args.steps, 2) + 1  # the reference row times 2 steps
-    array_task, scalar_task = build_task_array(n_steps=n_steps), build_task(n_steps=n_steps)
-    print(f"array microgpt step: {len(array_task.program.step)} array nodes (scalar: "
-          f"{len(scalar_task.program.step)} nodes); {args.steps} timed steps after a warm-up")
-    print(f"{'configuration':34s} {'first s':>8s} {'ms/step':>10s} {'ms/step/dir':>12s}")
-    results: dict = {}
-
-    def row(key, what: str, first: float, step: float, n: int) -> None:
-        results[key] = step / n
-        print(f"{what:34s} {first:8.2f} {step * 1e3:10.3f} {step / n * 1e3:12.3f}", flush=True)
-
-    zeros = np.zeros(array_task.n_examples)
-    array_timed = _timer("numba-cpu", array_task, args.steps)
-    row("array real", "real, array engine", *array_timed(array_task.program, zeros, None), 1)
-    retrain = (np.random.default_rng(2).uniform(size=(16, array_task.n_examples)) < 0.1) * 1.0
-    row("array retrain", "real, 16 retrainings, array engine",
-        *array_timed(array_task.program, retrain, 16), 16)
-    if not args.no_scalar:
-        scalar_timed = _timer("numba-cpu", scalar_task, args.steps)
-        row("scalar real", "real, scalar tape", *scalar_timed(scalar_task.program, zeros, None), 1)
-    reference_timed = _timer("reference", array_task, 2)
-    row("reference real", "real, reference (numpy)",
-        *reference_timed(array_task.program, zeros, None, 2), 1)
+    n_steps = 2 + max(opts.steps, opts.big_steps, opts.high_steps)
+    t0 = time.perf_counter()
+    task = build_task_array(opts.config, n_steps=n_steps)
+    out: dict = {"trace_s": time.perf_counter() - t0, "array_nodes": len(task.program.step),
+                 "threads": numba.get_num_threads(), "peak_rss_start_bytes": _peak_rss(),
+                 "taylor": {}, "high": {}, "scalar_taylor": {}}
+    print(f"array microgpt step: {out['array_nodes']} array nodes, traced in "
+          f"{out['trace_s']:.1f} s; {out['threads']} threads; kernel cache: "
+          f"{'fresh for the real and order-3 rows (cold compile), ' if opts.cold else ''}"
+          f"the user's for the rest")
+    print(f"{'configuration':36s} {'first s':>8s} {'ms/step':>11s} {'ms/step/dir':>12s} "
+          f"{'peak MiB':>9s}")
+    timed = _timer("numba-cpu", task)
+    zeros = np.zeros(task.n_examples)
+    cache = _use_cache(opts.cold)
+    out["real"] = _record(*timed(task.program, zeros, None, opts.steps), 1, {"cache": cache})
+    _print_row("real, array engine", out["real"])
+    weights = np.random.default_rng(2).uniform(size=(opts.retrainings, task.n_examples)) < 0.1
+    out["retrain"] = _record(*timed(task.program, weights * 1.0, opts.retrainings, opts.steps),
+                             opts.retrainings)
+    _print_row(f"real, {opts.retrainings} retrainings, array engine", out["retrain"])
+    out["reference_real"] = _record(*_timer("reference", task)(task.program, zeros, None, 1), 1)
+    _print_row("real, reference (numpy)", out["reference_real"])
     rng = np.random.default_rng(0)
-    for k in args.orders:
-        lowered_array = cs.taylor(array_task.program, k)
-        lowered_scalar = cs.taylor(scalar_task.program, k)
-        for n in args.directions:
-            x = _directions(rng, n, k, array_task.n_examples)
-            row(("array", k, n), f"order {k}, {n} dir, array engine",
-                *array_timed(lowered_array, x, n), n)
-            plan = array_engine.plan_program(lowered_array)
-            nb = array_engine.block_width(plan, n)
-            print(f"{'':34s} arena {array_engine.arena_bytes(plan, nb) / 2**20:.1f} MiB per "
-                  f"block of {nb} direction(s)")
-            if not args.no_scalar:
-                row(("scalar", k, n), f"order {k}, {n} dir, scalar tape",
-                    *scalar_timed(lowered_scalar, x, n), n)
-    _ratios(args, results)
-    if not args.no_jax:
-        _jax(args, results)
+    # order 3 first: its compile, like the real step's, is a target (cold with opts.cold)
+    for k in sorted(set(opts.orders) | set(opts.high_orders), key=lambda k: (k != 3, k)):
+        cache = _use_cache(opts.cold and k == 3)
+        t0 = time.perf_counter()
+        lowered = cs.taylor(task.program, k)
+        taylor_s = time.perf_counter() - t0
+        high = k not in opts.orders
+        counts = [opts.high_directions or out["threads"]] if high else opts.directions
+        for n in sorted(counts):
+            steps = opts.high_steps if high else opts.big_steps if n >= BIG else opts.steps
+            x = _directions(rng, n, k, task.n_examples)
+            r = _record(*timed(lowered, x, n, steps), n, {"taylor_s": taylor_s, "order": k,
+                                                          "timed_steps": steps, "cache": cache,
+                                                          **_memory(lowered, n)})
+            (out["high"] if high else out["taylor"]).setdefault(k, {})[n] = r
+            _print_row(f"order {k}, {n} dir, array engine", r)
+            print(f"{'':36s} arena {r['arena_bytes'] / 2**20:.1f} MiB: {r['blocks']} block(s) "
+                  f"of {r['block_width']} direction(s)")
+    _use_cache(False)
+    if opts.scalar:
+        _scalar_rows(opts, out, build_task(opts.config, n_steps=n_steps), rng)
+    return out
 
 
-def _ratios(args, results: dict) -> None:
-    print("\narray engine / scalar tape (below 1: the array engine is faster):")
-    if "scalar real" in results:
-        print(f"  real step:        {results['array real'] / results['scalar real']:8.2f}")
-        for k in args.orders:
-            for n in args.directions:
-                print(f"  order {k}, {n:3d} dir: "
-                      f"{results['array', k, n] / results['scalar', k, n]:8.2f}")
-    print(f"array engine / reference, real step: "
-          f"{results['array real'] / results['reference real']:8.3f}")
+def _scalar_rows(opts: Options, out: dict, scalar_task, rng) -> None:
+    """The same model traced with Values on the scalar tape: real, and order 3 below BIG."""
+    import circuitsketch as cs
+
+    timed = _timer("numba-cpu", scalar_task)
+    out["scalar_real"] = _record(*timed(scalar_task.program, np.zeros(scalar_task.n_examples),
+                                        None, opts.steps), 1)
+    _print_row("real, scalar tape", out["scalar_real"])
+    if 3 in opts.orders:
+        lowered = cs.taylor(scalar_task.program, 3)
+        for n in (n for n in opts.directions if n < BIG):
+            x = _directions(rng, n, 3, scalar_task.n_examples)
+            out["scalar_taylor"][n] = _record(*timed(lowered, x, n, opts.steps), n)
+            _print_row(f"order 3, {n} dir, scalar tape", out["scalar_taylor"][n])
 
 
-def _jax(args, results: dict) -> None:
+def measure_jax(opts: Options, ours: dict) -> dict | None:
+    """The JAX peer (``jax_microgpt.jax_timings``) in this process, or None without JAX."""
     sys.path.insert(0, HERE)
     try:
         from jax_microgpt import jax_timings
     except ImportError as err:
-        print(f"\nJAX peer not importable ({err}); pip install jax for the comparison")
-        return
-    print("\ntiming the JAX peer (jit, lax.scan, vmap, jet) ...", flush=True)
-    jax = jax_timings(n_steps_warm=max(args.steps, 3), orders=tuple(args.orders),
-                      directions=tuple(args.directions))
-    print(f"JAX {jax['jax_version']} on {jax['backend']}: ours / JAX (below 1: we are faster)")
-    print(f"  real step vs jit:      {results['array real'] / jax['real']['step_s']:8.2f}   "
-          f"(JAX {jax['real']['step_s'] * 1e3:.3f} ms, compile {jax['real']['compile_s']:.1f} s)")
-    print(f"  real step vs lax.scan: {results['array real'] / jax['real_scan']['step_s']:8.2f}   "
-          f"(JAX {jax['real_scan']['step_s'] * 1e3:.3f} ms)")
-    print(f"  per retraining vs vmap: "
-          f"{results['array retrain'] / jax['retrain_batch']['per_retraining_s']:8.2f}   "
-          f"(JAX {jax['retrain_batch']['per_retraining_s'] * 1e3:.3f} ms)")
-    for k in args.orders:
-        for n in args.directions:
-            theirs = jax["jet"].get(k, {}).get(n, {})
-            if "per_direction_s" in theirs:
-                print(f"  order {k}, {n:3d} dir, per complex direction vs jet per real direction: "
-                      f"{results['array', k, n] / theirs['per_direction_s']:8.2f}   (JAX "
-                      f"{theirs['per_direction_s'] * 1e3:.3f} ms; a complex direction needs "
-                      f"k+1 = {k + 1} real jets by polarization)")
-            elif theirs:
-                print(f"  order {k}, {n} dir: JAX failed: {theirs['error']}")
+        print(f"\nJAX peer not importable ({err}): pip install -e '.[bench]' for the comparison")
+        return None
+    directions = opts.jax_directions or opts.directions
+    print(f"\ntiming the JAX peer (jit, lax.scan, vmap; jet orders {opts.orders} at "
+          f"{directions} directions) ...", flush=True)
+    kw = {} if opts.config is None else {"config": opts.config}
+    # 20 real steps per lax.scan call: the call's fixed cost (tens of µs) spread thin
+    return jax_timings(n_steps_warm=max(opts.steps, 20), orders=opts.orders,
+                       directions=directions, budget_s=opts.jax_budget_s,
+                       jet_steps={n: opts.big_steps if n >= BIG else opts.steps
+                                  for n in directions}, **kw)
+
+
+# ---------------------------------------------------------------- tables
+
+def _jet(jax: dict | None, k: int, n: int) -> float | None:
+    """JAX's jet seconds per real direction·step, or None (not run, or failed)."""
+    return ((jax or {}).get("jet", {}).get(k, {}).get(n) or {}).get("per_direction_s")
+
+
+def _ms(s: float | None) -> str:
+    return "—" if s is None else f"{s * 1e3:.3f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or b is None else f"{a / b:.2f}"
+
+
+def real_table(ours: dict, jax: dict | None) -> list[str]:
+    """Real step: ours against the JAX peer (ratio below 1: we are faster)."""
+    lines = [f"{'real step, ms':36s} {'ours':>9s} {'JAX':>9s} {'ours/JAX':>9s}"]
+    pairs = [("1 model vs jit (one call per step)", "real", "real", "step_s"),
+             ("1 model vs lax.scan", "real", "real_scan", "step_s"),
+             ("per retraining vs vmap (16)", "retrain", "retrain_batch", "per_retraining_s"),
+             ("per retraining vs vmap in lax.scan", "retrain", "retrain_scan", "per_retraining_s")]
+    for what, mine, theirs, key in pairs:
+        them = (jax or {}).get(theirs, {}).get(key)
+        per = ours[mine]["per_direction_s"]
+        lines.append(f"{what:36s} {_ms(per):>9s} {_ms(them):>9s} {_ratio(per, them):>9s}")
+    for what, key in (("scalar tape, 1 model", "scalar_real"), ("reference, 1 model", "reference_real")):
+        if key in ours:
+            lines.append(f"{what:36s} {_ms(ours[key]['step_s']):>9s}")
+    return lines
+
+
+def taylor_table(ours: dict, jax: dict | None) -> list[str]:
+    """Orders × directions: ours per complex direction against JAX per real and per complex
+    direction (a complex direction costs JAX k + 1 real jets, by polarization)."""
+    lines = ["order k, per direction·step in ms. Ours: complex directions. JAX jet: real "
+             "directions; a complex direction needs k+1 real jets (polarization), so JAX per "
+             "complex direction = (k+1) × per real direction.",
+             f"{'k':>3s} {'dirs':>5s} {'ours ms/step':>12s} {'ours/cdir':>10s} {'JAX/rdir':>10s} "
+             f"{'JAX/cdir':>10s} {'ours/JAXr':>10s} {'ours/JAXc':>10s} {'tape/cdir':>10s}"]
+    for k, by_n in sorted(ours["taylor"].items()):
+        for n, r in sorted(by_n.items()):
+            real = _jet(jax, k, n)
+            cplx = None if real is None else (k + 1) * real
+            tape = ours["scalar_taylor"].get(n, {}).get("per_direction_s") if k == 3 else None
+            mine = r["per_direction_s"]
+            lines.append(f"{k:3d} {n:5d} {_ms(r['step_s']):>12s} {_ms(mine):>10s} {_ms(real):>10s} "
+                         f"{_ms(cplx):>10s} {_ratio(mine, real):>10s} {_ratio(mine, cplx):>10s} "
+                         f"{_ms(tape):>10s}")
+            error = ((jax or {}).get("jet", {}).get(k, {}).get(n) or {}).get("error")
+            if error:
+                lines.append(f"    JAX failed: {error}")
+    for k, by_n in sorted(ours["high"].items()):
+        for n, r in sorted(by_n.items()):
+            lines.append(f"{k:3d} {n:5d} {_ms(r['step_s']):>12s} {_ms(r['per_direction_s']):>10s}"
+                         f"   (ours only; {n} directions on {ours['threads']} threads)")
+    return lines
+
+
+def compile_s(ours: dict, k: int | None) -> float | None:
+    """Compile seconds of the real step (k None: 1 model + the batch of retrainings) or of the
+    order-k step: the Taylor pass plus, summed over every configuration timed, first run − one
+    step (a later configuration may still compile kernels the first did not use)."""
+    if k is None:
+        return ours["real"]["compile_s"] + ours["retrain"]["compile_s"]
+    by_n = ours["taylor"].get(k) or ours["high"].get(k)
+    return None if not by_n else (next(iter(by_n.values()))["taylor_s"]
+                                  + sum(r["compile_s"] for r in by_n.values()))
+
+
+def compile_memory_table(ours: dict, jax: dict | None) -> list[str]:
+    """Compile (first run − one step) and memory rows."""
+    lines = ["compile, s (first run − one step: plan + Numba compile or cache load; + the "
+             "Taylor pass for order k). Cache 'fresh': a new empty kernel cache (cold compile, "
+             "in this process after the rows above); 'user': the user's (warm if run before)",
+             f"  real step: {compile_s(ours, None):.2f}, cache {ours['real']['cache']}   (1 model "
+             f"{ours['real']['compile_s']:.2f} + batch of retrainings "
+             f"{ours['retrain']['compile_s']:.2f}; trace {ours['trace_s']:.2f})"]
+    for k, by_n in sorted({**ours["taylor"], **ours["high"]}.items()):
+        parts = ", ".join(f"{n} dir {r['compile_s']:.2f}" for n, r in by_n.items())
+        lines.append(f"  order {k}: {compile_s(ours, k):.2f}, cache {by_n[min(by_n)]['cache']}   "
+                     f"(Taylor pass {by_n[min(by_n)]['taylor_s']:.2f}; {parts})")
+    if jax:
+        lines.append(f"  JAX .lower().compile(): jit {jax['real']['compile_s']:.1f}, lax.scan "
+                     f"{jax['real_scan']['compile_s']:.1f}, vmap {jax['retrain_batch']['compile_s']:.1f}"
+                     f", vmap in lax.scan {jax['retrain_scan']['compile_s']:.1f}")
+        for k, by_n in jax["jet"].items():
+            lines.append(f"  JAX jet order {k}: " + ", ".join(
+                f"{n} dir {t['compile_s']:.1f}" for n, t in by_n.items() if "compile_s" in t))
+    lines.append("memory: planned arenas (all blocks of one run) and the process's peak RSS "
+                 "after the row (getrusage ru_maxrss: monotone, includes Python, numpy, Numba)")
+    lines.append(f"  peak RSS before any run: {ours['peak_rss_start_bytes'] / 2**20:.0f} MiB")
+    for k, by_n in sorted({**ours["taylor"], **ours["high"]}.items()):
+        for n, r in sorted(by_n.items()):
+            lines.append(f"  order {k:3d}, {n:4d} dir: arenas {r['arena_bytes'] / 2**20:8.1f} MiB "
+                         f"({r['blocks']} × {r['block_width']} dir), peak RSS "
+                         f"{r['peak_rss_bytes'] / 2**20:.0f} MiB")
+    return lines
+
+
+def targets(ours: dict, jax: dict | None, cold: bool) -> list[dict]:
+    """Issue 12's targets: ``name, target, unit, measured, bound`` (seconds), ``ratio`` =
+    measured / bound and ``met`` (None where a figure is missing)."""
+    def get(d: dict, *keys):
+        for key in keys:
+            d = d.get(key) if isinstance(d, dict) else None
+        return d
+
+    def per_dir(where: str, k: int, n: int | None = None):
+        by_n = ours[where].get(k, {})
+        return by_n[n if n is not None else max(by_n)]["per_direction_s"] if by_n and (
+            n is None or n in by_n) else None
+
+    def scale(v, f):
+        return None if v is None else v * f
+    n1, k1, s1 = FIG1
+    n3, k3, s3 = FIG3
+    warm = "" if cold else " (WARM cache: not cold)"
+    rows = [("real step ≤ JAX lax.scan per step", "ms", ours["real"]["step_s"],
+             get(jax or {}, "real_scan", "step_s")),
+            *[(f"order 3, {n} dir: per complex dir ≤ 0.5 × JAX jet per real dir", "ms",
+               per_dir("taylor", 3, n), scale(_jet(jax, 3, n), 0.5)) for n in (64, 512)],
+            (f"Fig. 1 projection ({n1} dir × {s1} steps, order {k1}) ≤ 30 min", "min",
+             scale(per_dir("high", k1), n1 * s1), 1800.0),
+            ("cold compile, real microgpt step ≤ 10 s" + warm, "s", compile_s(ours, None), 10.0),
+            ("cold compile, order-3 microgpt step ≤ 10 s" + warm, "s", compile_s(ours, 3), 10.0),
+            (f"Fig. 3 projection ({n3} dir × {s3} steps, order {k3}) ≤ 5 min", "min",
+             scale(per_dir("taylor", k3), n3 * s3), 300.0)]
+    return [{"name": name, "unit": unit, "measured_s": m, "bound_s": b,
+             "ratio": None if m is None or b is None else m / b,
+             "met": None if m is None or b is None else bool(m <= b)} for name, unit, m, b in rows]
+
+
+def target_table(rows: list[dict]) -> list[str]:
+    scale = {"ms": 1e3, "s": 1.0, "min": 1 / 60}
+
+    def fmt(v, unit):
+        return "—" if v is None else f"{v * scale[unit]:.3f} {unit}"
+    lines = [f"{'target':66s} | {'bound':>12s} | {'measured':>12s} | {'ratio':>6s} | met?"]
+    for r in rows:
+        met = {None: "n/a", True: "yes", False: "NO"}[r["met"]]
+        ratio = "—" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"{r['name']:66s} | {fmt(r['bound_s'], r['unit']):>12s} | "
+                     f"{fmt(r['measured_s'], r['unit']):>12s} | {ratio:>6s} | {met}")
+    lines.append("Fig. 1 and Fig. 3 rows are projections (directions × steps × the measured "
+                 "time per direction·step at the largest direction count timed); Fig. 3 at "
+                 "full scale is a separate run. Compile rows: the real step for 1 model and the "
+                 "batch of retrainings; order 3: the Taylor pass and every direction count.")
+    return lines
+
+
+def report(opts: Options, ours: dict, jax: dict | None) -> tuple[list[str], list[dict]]:
+    """Every table of the run, and the target rows."""
+    rows = targets(ours, jax, opts.cold)
+    head = ("no JAX" if jax is None else
+            f"JAX {jax['jax_version']} on {jax['backend']} (jet: lax.scan, vmap over directions, "
+            f"real part shared)")
+    lines = ["", head, *real_table(ours, jax), "", *taylor_table(ours, jax), "",
+             *compile_memory_table(ours, jax), "", *target_table(rows)]
+    return lines, rows
+
+
+def main(argv=None) -> None:
+    opts, json_path = _arguments(argv)
+    started, load = time.time(), os.getloadavg()
+    ours = measure_ours(opts)
+    jax = measure_jax(opts, ours) if opts.jax else None
+    lines, rows = report(opts, ours, jax)
+    print("\n".join(lines))
+    machine = {"cpus": os.cpu_count(), "threads": ours["threads"], "python": platform.python_version(),
+               "load_avg_start": load, "load_avg_end": os.getloadavg(),
+               "wall_s": time.time() - started, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print(f"\nwall {machine['wall_s']:.0f} s; load average at start {load[0]:.2f}, at end "
+          f"{machine['load_avg_end'][0]:.2f} (a shared machine moves timings by ±30%)")
+    if json_path:
+        write_json(json_path, opts, machine, ours, jax, rows)
+        print(f"figures written to {json_path}")
+
+
+def write_json(path: str, opts: Options, machine: dict, ours: dict, jax: dict | None,
+               rows: list[dict]) -> None:
+    """Every figure of the run (seconds, bytes; dict keys such as orders become strings)."""
+    doc = {"options": {k: v for k, v in dataclasses.asdict(opts).items() if k != "config"},
+           "config": str(opts.config), "machine": machine, "ours": ours, "jax": jax,
+           "targets": rows}
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=lambda o: dataclasses.asdict(o)
+                  if dataclasses.is_dataclass(o) else str(o))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 What a user would write instead of circuitsketch: the same microgpt step in JAX, float64,
 jitted, with ``jax.grad`` for the backward pass and ``jax.experimental.jet`` for truncated
-Taylor arithmetic.  ``benchmarks/bench_backends.py`` times it next to our backends.
+Taylor arithmetic.  ``benchmarks/bench_array.py`` (and ``bench_backends.py``) time it next to
+our backends, in the same process.
 
 The step is padded to FIXED shapes exactly like our step circuit, reading the per-step arrays of
 :func:`circuitsketch.frontends.microgpt_data.step_arrays` (B = block_size, V = vocab_size,
@@ -28,9 +29,12 @@ direction ψ the run has x_t = z·ψ_t, so the state (θ, m, v) is itself a trun
 and every step maps series to series.  ``jet`` takes arrays only, so the Taylor step works on
 the state flattened to three vectors (``jax.flatten_util.ravel_pytree`` order).  Coefficients
 are plain (``factorial_scaled=False``: a_j = f⁽ʲ⁾/j!), as DESIGN §3 asks.  Directions here are
-real (as in the exact-series mode of DESIGN §4); the random complex directions of the sketch
-would need complex arithmetic, about 4× the real multiply-adds, so for that use these jet
-timings are a lower bound on JAX's cost.
+real (as in the exact-series mode of DESIGN §4).  The sketch's directions are complex: JAX gets
+the order-≤k coefficients along a complex ψ = a + ib from k + 1 real jets by polarization (the
+order-r coefficient along a + t·b is a polynomial of degree r in t: k + 1 real directions
+a + t_j·b determine it, then t = i), so a complex direction costs JAX (k + 1) real ones.
+The timed form (:func:`make_jet_scan`) runs the steps as one ``lax.scan``, vmapped over the
+directions with the real part shared.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import functools
 import math
 import statistics
 import time
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,8 +56,8 @@ from circuitsketch.frontends.microgpt_data import (MicrogptConfig, names_for_ste
 
 jax.config.update("jax_enable_x64", True)
 
-__all__ = ["step_loss", "make_step", "make_jet_step", "init_state", "train", "train_taylor",
-           "jax_timings", "main"]
+__all__ = ["step_loss", "make_step", "make_jet_step", "make_jet_scan", "init_state", "train",
+           "train_taylor", "jax_timings", "main"]
 
 Params = dict[str, jax.Array]
 StepData = dict[str, jax.Array]
@@ -166,7 +170,34 @@ def make_jet_step(config: MicrogptConfig, order: int, batched: bool = False) -> 
 
     if not batched:
         return jax.jit(jstep)
-    return jax.jit(jax.vmap(jstep, in_axes=(None, 0, None, None, 0), out_axes=(None, 0)))
+    return jax.jit(_vmapped(jstep))
+
+
+def _vmapped(jstep: Callable) -> Callable:
+    """``jstep`` over a leading directions axis of the terms; the real part stays shared."""
+    return jax.vmap(jstep, in_axes=(None, 0, None, None, 0), out_axes=(None, 0))
+
+
+def make_jet_scan(config: MicrogptConfig, order: int, batched: bool = False) -> Callable:
+    """Jitted order-``order`` Taylor training over many steps as one ``lax.scan``.
+
+    ``run(state, state_terms, stacked_data, xs, psis) -> (state, state_terms)``: as
+    :func:`make_jet_step` applied for every step t, with ``stacked_data`` the step data stacked
+    on a leading steps axis, ``xs`` [T] the real down-weights and ``psis`` [T] (or [T, n]
+    batched) the direction's first coefficient per step (higher ones are zero).  No Python
+    dispatch per step: the strongest form of the JAX Taylor run, the one timed.
+    """
+    jstep = make_jet_step(config, order).__wrapped__
+    one = _vmapped(jstep) if batched else jstep
+
+    def body(carry, inputs):
+        data, x_t, psi_t = inputs
+        x_terms = [psi_t] + [jnp.zeros_like(psi_t)] * (order - 1)
+        return one(*carry, data, x_t, x_terms), None
+
+    def run(state, state_terms, stacked_data, xs, psis):
+        return jax.lax.scan(body, (state, state_terms), (stacked_data, xs, psis))[0]
+    return jax.jit(run)
 
 
 # ----------------------------------------------------------------------------- training
@@ -274,25 +305,51 @@ def _timed(compile_s: float, run_step: Callable[[int], object],
             "best_step_s": min(times)}
 
 
+def _timed_calls(compile_s: float, call: Callable[[], object], steps_per_call: int,
+                 budget_s: float, max_calls: int = 10) -> dict:
+    """Time whole calls of a compiled ``lax.scan`` of ``steps_per_call`` steps, per step.
+
+    The first call of a compiled XLA function carries a one-time cost (tens of ms on CPU), so
+    ``step_s`` is the median of the calls after the first; ``best_step_s`` the fastest call.
+    At least 2 calls, more (up to ``max_calls``) while ``budget_s`` lasts.
+    """
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_calls and (len(times) < 2 or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append((time.perf_counter() - t0) / steps_per_call)
+    return {"compile_s": compile_s, "step_s": statistics.median(times[1:]),
+            "best_step_s": min(times), "first_call_step_s": times[0],
+            "steps_per_call": steps_per_call}
+
+
 def _compile(fn: Callable, *args) -> tuple[Callable, float]:
     t0 = time.perf_counter()
     compiled = fn.lower(*args).compile()
     return compiled, time.perf_counter() - t0
 
 
+def _stack(steps: list[StepData]) -> StepData:
+    return jax.tree.map(lambda *a: jnp.stack(a), *steps)
+
+
 def jax_timings(config: MicrogptConfig | None = None, n_steps_warm: int = 20,
                 orders: Sequence[int] = (1, 3, 6),
-                directions: Sequence[int] = (1, 64, 512), budget_s: float = 10.0) -> dict:
+                directions: Sequence[int] = (1, 64, 512), budget_s: float = 10.0,
+                jet_steps: Mapping[int, int] | None = None) -> dict:
     """Time the JAX peer on the first ``n_steps_warm`` training steps; all figures in seconds.
 
     Every timed entry holds ``compile_s``, ``step_s`` (median per step) and ``best_step_s``:
     ``real`` (the jitted step, one call per step); ``real_scan`` (the steps as one
     ``lax.scan``, per step: no Python dispatch); ``retrain_batch`` (one vmapped step of
     ``RETRAIN_BATCH`` retrainings with their own down-weights; plus ``per_retraining_s``);
-    ``jet[k][n]`` (an order-k jet step along n real unit directions, n = 1 plain, n > 1
-    vmapped with the real part shared; plus ``per_direction_s``).  A jet configuration that
-    fails (e.g. out of memory) gets ``{"error": message}`` instead.  ``budget_s`` caps the
-    time spent running each entry (at least 3 steps are timed).
+    ``retrain_scan`` (the same vmapped steps as one ``lax.scan``, per step);
+    ``jet[k][n]`` (order-k jet steps along n real unit directions as one ``lax.scan``
+    (:func:`make_jet_scan`) of ``jet_steps[n]`` steps (default ``min(n_steps_warm, 5)``),
+    n = 1 plain, n > 1 vmapped with the real part shared; plus ``per_direction_s``).  A jet
+    configuration that fails (e.g. out of memory) gets ``{"error": message}`` instead.
+    ``budget_s`` caps the time spent running each entry (at least 2 calls or 3 steps).
     """
     config = MicrogptConfig() if config is None else config
     steps = _per_step_data(config, n_steps_warm)
@@ -310,14 +367,12 @@ def jax_timings(config: MicrogptConfig | None = None, n_steps_warm: int = 20,
         return state
     out["real"] = _timed(compile_s, real, n_steps_warm, budget_s)
 
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *steps)
-    xs = jnp.zeros(n_steps_warm)
+    stacked, xs = _stack(steps), jnp.zeros(n_steps_warm)
     scan, compile_s = _compile(jax.jit(lambda p, m, v, data, xs: jax.lax.scan(
         lambda s, dx: (_train_step(*s, dx[0], dx[1], config), None), (p, m, v), (data, xs))[0]),
         params, m, v, stacked, xs)
-    whole = _timed(compile_s, lambda t: scan(params, m, v, stacked, xs), 3, budget_s)
-    out["real_scan"] = {"compile_s": compile_s, "step_s": whole["step_s"] / n_steps_warm,
-                        "best_step_s": whole["best_step_s"] / n_steps_warm}
+    out["real_scan"] = _timed_calls(compile_s, lambda: scan(params, m, v, stacked, xs),
+                                    n_steps_warm, budget_s)
 
     batch = list(_broadcast((params, m, v), (RETRAIN_BATCH,)))
     x_batch = jnp.asarray(rng.uniform(size=(n_steps_warm, RETRAIN_BATCH)))
@@ -329,13 +384,24 @@ def jax_timings(config: MicrogptConfig | None = None, n_steps_warm: int = 20,
     out["retrain_batch"] = _timed(compile_s, retrain, n_steps_warm, budget_s)
     out["retrain_batch"]["per_retraining_s"] = out["retrain_batch"]["step_s"] / RETRAIN_BATCH
 
+    vmapped = jax.vmap(lambda p, m, v, d, x: _train_step(p, m, v, d, x, config),
+                       in_axes=(0, 0, 0, None, 0))
+    vscan, compile_s = _compile(jax.jit(lambda b, data, xs: jax.lax.scan(
+        lambda s, dx: (vmapped(*s, dx[0], dx[1]), None), b, (data, xs))[0]),
+        tuple(batch), stacked, x_batch)
+    out["retrain_scan"] = _timed_calls(compile_s, lambda: vscan(tuple(batch), stacked, x_batch),
+                                       n_steps_warm, budget_s)
+    out["retrain_scan"]["per_retraining_s"] = out["retrain_scan"]["step_s"] / RETRAIN_BATCH
+
     flat = tuple(ravel_pytree(s)[0] for s in (params, m, v))
+    jet_steps = jet_steps or {}
     out["jet"] = {}
     for k in orders:
         out["jet"][k] = {}
         for n in directions:
+            n_jet = min(jet_steps.get(n, 5), n_steps_warm)
             try:
-                out["jet"][k][n] = _time_jet(config, k, n, flat, steps, rng, budget_s)
+                out["jet"][k][n] = _time_jet(config, k, n, flat, steps[:n_jet], rng, budget_s)
             except Exception as err:  # noqa: BLE001 - e.g. XLA out of memory: report, go on
                 out["jet"][k][n] = {"error": f"{type(err).__name__}: {err}"[:200]}
     return out
@@ -343,22 +409,17 @@ def jax_timings(config: MicrogptConfig | None = None, n_steps_warm: int = 20,
 
 def _time_jet(config: MicrogptConfig, k: int, n: int, flat: tuple, steps: list[StepData],
               rng: np.random.Generator, budget_s: float) -> dict:
-    """Order-k jet steps along n real unit directions (n = 1 unbatched, else vmapped)."""
+    """Order-k jet steps along n real unit directions (n = 1 unbatched, else vmapped), the
+    ``len(steps)`` steps as one ``lax.scan``."""
     batched = n > 1
     lead = (n,) if batched else ()
-    psi = rng.standard_normal(lead + (len(steps),))
-    psi /= np.linalg.norm(psi, axis=-1, keepdims=True)
+    psi = rng.standard_normal((len(steps),) + lead)
+    psi /= np.linalg.norm(psi, axis=0, keepdims=True)
     terms = tuple([jnp.zeros(lead + flat[0].shape) for _ in range(k)] for _ in range(3))
-    zero, zeros = jnp.asarray(0.0), jnp.zeros(lead)
-    x_terms = [[jnp.asarray(psi[..., t])] + [zeros] * (k - 1) for t in range(len(steps))]
-    jstep, compile_s = _compile(make_jet_step(config, k, batched), flat, terms, steps[0],
-                                zero, x_terms[0])
-    carry = [flat, terms]
-
-    def one(t):
-        carry[:] = jstep(*carry, steps[t], zero, x_terms[t])
-        return carry
-    timed = _timed(compile_s, one, len(steps), budget_s)
+    stacked, xs, psis = _stack(steps), jnp.zeros(len(steps)), jnp.asarray(psi)
+    run, compile_s = _compile(make_jet_scan(config, k, batched), flat, terms, stacked, xs, psis)
+    timed = _timed_calls(compile_s, lambda: run(flat, terms, stacked, xs, psis), len(steps),
+                         budget_s)
     timed["per_direction_s"] = timed["step_s"] / n
     return timed
 
@@ -380,6 +441,8 @@ def main() -> None:
     print(_row("real step (lax.scan)", r["real_scan"]))
     print(_row(f"vmap {RETRAIN_BATCH} retrainings", r["retrain_batch"],
                r["retrain_batch"]["per_retraining_s"]))
+    print(_row(f"vmap {RETRAIN_BATCH} (lax.scan)", r["retrain_scan"],
+               r["retrain_scan"]["per_retraining_s"]))
     for k, by_n in r["jet"].items():
         for n, t in by_n.items():
             what = f"jet k={k}, {n} direction{'s' if n > 1 else ''}"
