@@ -33,6 +33,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..ir.ops import Op
+from .array_contract import dg_ss_source
 from .emit import load_kernel_module
 
 KINK, IMAGINARY, NONFINITE = 90, 91, 99
@@ -580,7 +581,8 @@ def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
-    """Cauchy product of contractions, out_r = sum_{i+j=r} A_i . B_j, in real arithmetic on
+    """(The library compiles backends/array_contract.py's faster kernel with the same sums.)
+    Cauchy product of contractions, out_r = sum_{i+j=r} A_i . B_j, in real arithmetic on
     the complex arena: per (direction, batch index) the coefficients of B are split once into
     real and imaginary [C, K1, N] blocks (in cache), then every result row m adds
     A_i[m, c] * B_j[c, :] for each pair i + j <= k, contiguous along n (vectorised)."""
@@ -914,6 +916,8 @@ _UNROLLED = {
 
 
 def _library_kernel(name: str, k1: int) -> str:
+    if name == "dg_ss":
+        return dg_ss_source(k1)
     if k1 <= UNROLL_K1:
         if name == "ew_mul_ss":
             return unrolled_cauchy(k1)

@@ -117,6 +117,20 @@ def input_array(what: str, value: Any, *, series: bool, rows: int | None = None)
     return array
 
 
+def check_real_constant_terms(what: str, coefficients: np.ndarray, axis: int) -> None:
+    """Refuse series whose constant term (index 0 along ``axis``) has an imaginary part.
+
+    Constant terms are the unperturbed real run (DESIGN §3): every op keeps them real, and the
+    compiled contractions rely on it (a real A_0 halves their work), so a complex one in an
+    input would give wrong numbers there instead of an error."""
+    constant = np.take(coefficients, 0, axis=axis)
+    if np.iscomplexobj(constant) and np.any(constant.imag != 0):
+        index = tuple(int(i) for i in np.argwhere(constant.imag != 0)[0])
+        raise InputError(f"{what}: the constant term (coefficient 0) at index {index} is "
+                         f"{constant[index]}, which is not real; constant terms are the real "
+                         "unperturbed run (a seed series is x_0 + x_1 z + ..., x_0 real)")
+
+
 def _check_finite(what: str, array: np.ndarray) -> None:
     finite = np.isfinite(array)
     if not finite.all():
@@ -226,6 +240,8 @@ def check_down_weights(program: Program, x: Any, example_ids: Any, n_examples: i
     if x.ndim == 0:
         raise InputError("x (the down-weights) must be an array with one weight per example, got "
                          "a scalar")
+    if series and x.ndim >= 2:
+        check_real_constant_terms("x (the down-weights)", x, x.ndim - 2)
     n = x.shape[-1]
     if n_examples is not None:
         if not _is_int(n_examples) or n_examples < 1:
@@ -342,5 +358,5 @@ def _gib(n: float) -> str:
 __all__ = ["BackendUnavailableError", "BudgetError", "InputError", "MEMORY_LIMIT_BYTES",
            "SECONDS_PER_MADD", "TIME_LIMIT_SECONDS", "check_batch", "check_budget", "check_names",
            "check_program_arguments", "checked_data",
-           "check_down_weights", "check_weights_given", "example_ids_of", "input_array",
+           "check_down_weights", "check_real_constant_terms", "check_weights_given", "example_ids_of", "input_array",
            "madds_per_direction", "require_verified", "time_limit_seconds", "value_bytes"]

@@ -409,6 +409,8 @@ def _batched(name: str, array, shape, series: bool, batch: int | None, k1: int) 
     elif batch is None or array.shape != (batch,) + core:
         expect = f"{core}" + (f" or {(batch,) + core}" if batch is not None else "")
         raise ValueError(f"input {name!r}: expected shape {expect}, got {array.shape}")
+    if series:
+        checks.check_real_constant_terms(f"input {name!r}", array, 1)
     return array.reshape(array.shape[0], *((k1,) if series else ()), -1)
 
 

@@ -93,6 +93,7 @@ def to_internal(circuit: Circuit, name: str, array, shape, series: bool,
         expect = f"{core}" + (f" or {(batch,) + core}" if batch is not None else "")
         raise ValueError(f"input {name!r}: expected shape {expect}, got {array.shape}")
     if series:  # [B, k+1, *S] -> [k+1, B, *S]
+        checks.check_real_constant_terms(f"input {name!r}", array, 1)
         array = np.ascontiguousarray(np.swapaxes(array, 0, 1))
     if not elements:
         return array

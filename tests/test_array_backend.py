@@ -208,7 +208,8 @@ def test_kernels_keep_their_source_on_a_real_file():
     from circuitsketch.backends import array_codegen
 
     lib = array_codegen.library(4)
-    assert "K1 = K1C" in lib.dg_ss.__source__  # the order is a compile-time constant
+    assert "K1 = K1C" in lib.ew_add_ss.__source__  # the order is a compile-time constant
+    assert "K1 = 4\n" in lib.dg_ss.__source__  # written for its order (array_contract)
     assert "def ew_exp_s(" in lib.ew_exp_s.__source__
     with open(lib.__file__) as f:
         assert lib.dg_ss.__source__ in f.read()
