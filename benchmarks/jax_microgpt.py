@@ -56,7 +56,7 @@ from circuitsketch.frontends.microgpt_data import (MicrogptConfig, names_for_ste
 
 jax.config.update("jax_enable_x64", True)
 
-__all__ = ["step_loss", "make_step", "make_jet_step", "make_jet_scan", "init_state", "train",
+__all__ = ["step_loss", "make_step", "make_scan", "make_jet_step", "make_jet_scan", "init_state", "train",
            "train_taylor", "jax_timings", "main"]
 
 Params = dict[str, jax.Array]
@@ -144,6 +144,23 @@ def make_step(config: MicrogptConfig, batched: bool = False) -> Callable:
         return _train_step(params, m, v, step_data, x_t, config)
 
     return jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, 0)) if batched else step)
+
+
+def make_scan(config: MicrogptConfig, batched: bool = False) -> Callable:
+    """Jitted ``run(params, m, v, stacked_data, xs) -> (params, m, v)``: the Adam steps of
+    :func:`make_step` as one ``lax.scan`` over the step data stacked on a leading axis and
+    ``xs`` [T] (no Python dispatch per step).  ``batched``: vmapped over retrainings (a leading
+    axis of params, m, v; ``xs`` [T, R]), the step data shared.
+    """
+    def one(p, m, v, d, x):
+        return _train_step(p, m, v, d, x, config)
+    if batched:
+        one = jax.vmap(one, in_axes=(0, 0, 0, None, 0))
+
+    def run(params, m, v, stacked_data, xs):
+        return jax.lax.scan(lambda s, dx: (one(*s, dx[0], dx[1]), None), (params, m, v),
+                            (stacked_data, xs))[0]
+    return jax.jit(run)
 
 
 def make_jet_step(config: MicrogptConfig, order: int, batched: bool = False) -> Callable:
@@ -368,9 +385,7 @@ def jax_timings(config: MicrogptConfig | None = None, n_steps_warm: int = 20,
     out["real"] = _timed(compile_s, real, n_steps_warm, budget_s)
 
     stacked, xs = _stack(steps), jnp.zeros(n_steps_warm)
-    scan, compile_s = _compile(jax.jit(lambda p, m, v, data, xs: jax.lax.scan(
-        lambda s, dx: (_train_step(*s, dx[0], dx[1], config), None), (p, m, v), (data, xs))[0]),
-        params, m, v, stacked, xs)
+    scan, compile_s = _compile(make_scan(config), params, m, v, stacked, xs)
     out["real_scan"] = _timed_calls(compile_s, lambda: scan(params, m, v, stacked, xs),
                                     n_steps_warm, budget_s)
 
@@ -384,12 +399,8 @@ def jax_timings(config: MicrogptConfig | None = None, n_steps_warm: int = 20,
     out["retrain_batch"] = _timed(compile_s, retrain, n_steps_warm, budget_s)
     out["retrain_batch"]["per_retraining_s"] = out["retrain_batch"]["step_s"] / RETRAIN_BATCH
 
-    vmapped = jax.vmap(lambda p, m, v, d, x: _train_step(p, m, v, d, x, config),
-                       in_axes=(0, 0, 0, None, 0))
-    vscan, compile_s = _compile(jax.jit(lambda b, data, xs: jax.lax.scan(
-        lambda s, dx: (vmapped(*s, dx[0], dx[1]), None), b, (data, xs))[0]),
-        tuple(batch), stacked, x_batch)
-    out["retrain_scan"] = _timed_calls(compile_s, lambda: vscan(tuple(batch), stacked, x_batch),
+    vscan, compile_s = _compile(make_scan(config, batched=True), *batch, stacked, x_batch)
+    out["retrain_scan"] = _timed_calls(compile_s, lambda: vscan(*batch, stacked, x_batch),
                                        n_steps_warm, budget_s)
     out["retrain_scan"]["per_retraining_s"] = out["retrain_scan"]["step_s"] / RETRAIN_BATCH
 

@@ -24,6 +24,7 @@ from circuitsketch.frontends.microgpt_data import MicrogptConfig
 # pytest runs with --import-mode=importlib: put benchmarks/ on sys.path.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
 import bench_array  # noqa: E402
+import bench_array_report as report  # noqa: E402
 
 TINY = MicrogptConfig(n_embd=8, n_head=2, block_size=8, mlp_width=32, n_steps=20)
 TARGETS = ["real step ≤ JAX lax.scan",
@@ -88,7 +89,7 @@ def test_target_arithmetic_against_a_made_up_peer():
            "jet": {3: {64: {"per_direction_s": 1.0e-3, "compile_s": 9.0},
                        512: {"per_direction_s": 0.5e-3, "compile_s": 9.0}}},
            "jax_version": "x", "backend": "cpu"}
-    rows = {r["name"]: r for r in bench_array.targets(ours, jax, cold=True)}
+    rows = {r["name"]: r for r in report.targets(ours, jax, cold=True)}
     got = [(r["measured_s"], r["bound_s"], r["met"]) for r in rows.values()]
     want = [(0.5e-3, 0.25e-3, False),                 # real: 2x JAX's scan
             (0.4e-3, 0.5e-3, True), (0.3e-3, 0.25e-3, False),   # 0.5 x JAX per real dir
@@ -100,7 +101,7 @@ def test_target_arithmetic_against_a_made_up_peer():
         assert m == pytest.approx(wm) and b == pytest.approx(wb) and met is wmet
     assert all(math.isclose(r["ratio"], r["measured_s"] / r["bound_s"]) for r in rows.values())
     # JAX per complex direction is (k+1) = 4 x per real direction in the Taylor table
-    line = next(s for s in bench_array.taylor_table(ours, jax) if s.split()[:2] == ["3", "64"])
+    line = next(s for s in report.taylor_table(ours, jax) if s.split()[:2] == ["3", "64"])
     assert line.split()[3:6] == ["0.400", "1.000", "4.000"]
 
 
@@ -128,3 +129,20 @@ def test_timed_jet_scan_equals_the_jet_step_by_step():
     assert len(a) == len(b) == 3 + 3 * order
     assert max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(a, b)) < 1e-13
     assert float(jnp.max(jnp.abs(b[3]))) > 1e-6  # the first-order terms moved: not vacuous
+
+
+def test_timed_real_scans_equal_training_step_by_step():
+    pytest.importorskip("jax")
+    import jax
+    import jax_microgpt as J
+
+    x = np.array([[0.0, 1.0, 0.3], [0.5, 0.0, 0.0]])
+    stacked = J._stack(J._per_step_data(TINY, 3))
+    state = J.init_state(TINY)
+    one = J.make_scan(TINY)(*state, stacked, jax.numpy.asarray(x[0]))[0]
+    batch = J._broadcast(state, (2,))
+    both = J.make_scan(TINY, batched=True)(*batch, stacked, jax.numpy.asarray(x.T))[0]
+    want = J.train(TINY, 3, x)  # vmapped over the 2 retrainings, one jitted call per step
+    assert max(float(np.max(np.abs(np.asarray(one[k]) - want[k][0]))) for k in want) < 1e-14
+    assert max(float(np.max(np.abs(np.asarray(both[k]) - want[k]))) for k in want) < 1e-14
+    assert max(float(np.max(np.abs(want[k][0] - want[k][1]))) for k in want) > 1e-6
