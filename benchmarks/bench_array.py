@@ -14,7 +14,7 @@ One process measures, then prints (and with ``--json FILE`` writes):
   Taylor pass for a Taylor step), in a fresh kernel cache unless ``--warm-cache``;
 * memory: the planned arena bytes (``array_engine.arena_bytes`` per block of
   ``block_width`` directions, times the blocks) and the process's peak RSS after each row;
-* a final table "target | measured | ratio | met?" for issue 12's targets, with the Fig. 1
+* a final table "target | bound | measured | ratio | met?" for issue 12's targets, with the Fig. 1
   and Fig. 3 figures as projections from the measured per-direction·step times.
 
     .venv/bin/python benchmarks/bench_array.py [--json FILE] [--quick] [--no-jax] [--scalar]
@@ -38,12 +38,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import numba
 import numpy as np
+
+import circuitsketch as cs
+from circuitsketch.backends import array_engine, get_backend
+from circuitsketch.frontends.microgpt import build_task
+from circuitsketch.frontends.microgpt_array import build_task_array
+from circuitsketch.ir import Program
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from bench_array_report import (compile_memory_table, real_table, target_table,  # noqa: E402
                                 targets, taylor_table)
+
 #: at and above this many directions a configuration gets ``big_steps`` timed steps
 BIG = 256
 #: the user's kernel cache setting, restored after the cold rows
@@ -95,8 +103,8 @@ def _arguments(argv=None) -> tuple[Options, str | None]:
         if getattr(a, name) is not None:
             value = getattr(a, name)
             setattr(opts, name, tuple(value) if isinstance(value, list) else value)
-    if min(opts.steps, opts.big_steps) < 1 or min(opts.orders + opts.directions) < 1:
-        p.error("--steps, --big-steps, --orders and --directions must be positive")
+    if min(opts.steps, opts.big_steps, *opts.orders, *opts.directions, *opts.high_orders) < 1:
+        p.error("--steps, --big-steps, --orders, --directions and --high-orders must be positive")
     opts.cold &= not a.warm_cache
     opts.jax &= not a.no_jax
     opts.scalar |= a.scalar
@@ -107,9 +115,6 @@ def _arguments(argv=None) -> tuple[Options, str | None]:
 
 def _timer(backend: str, task):
     """``timed(program, x, batch, n_steps) -> (first run s, s per step)``."""
-    from circuitsketch.backends import get_backend
-    from circuitsketch.ir import Program
-
     module = get_backend(backend)
 
     def run(program, x, batch, n: int) -> list[float]:
@@ -169,8 +174,6 @@ def _print_row(what: str, r: dict) -> None:
 
 def _memory(lowered, n: int) -> dict:
     """The engine's memory plan for ``n`` directions: block width, blocks, arena bytes."""
-    from circuitsketch.backends import array_engine
-
     plan = array_engine.plan_program(lowered)
     nb = array_engine.block_width(plan, n)
     blocks = math.ceil(n / nb)
@@ -181,12 +184,6 @@ def _memory(lowered, n: int) -> dict:
 
 def measure_ours(opts: Options) -> dict:
     """Every row of our side (see the module docstring); times in seconds."""
-    import numba
-
-    import circuitsketch as cs
-    from circuitsketch.frontends.microgpt import build_task
-    from circuitsketch.frontends.microgpt_array import build_task_array
-
     n_steps = 2 + max(opts.steps, opts.big_steps, opts.high_steps)
     t0 = time.perf_counter()
     task = build_task_array(opts.config, n_steps=n_steps)
@@ -237,8 +234,6 @@ def measure_ours(opts: Options) -> dict:
 
 def _scalar_rows(opts: Options, out: dict, scalar_task, rng) -> None:
     """The same model traced with Values on the scalar tape: real, and order 3 below BIG."""
-    import circuitsketch as cs
-
     timed = _timer("numba-cpu", scalar_task)
     out["scalar_real"] = _record(*timed(scalar_task.program, np.zeros(scalar_task.n_examples),
                                         None, opts.steps), 1)
