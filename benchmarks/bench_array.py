@@ -54,6 +54,8 @@ from bench_array_report import (compile_memory_table, real_table, target_table, 
 
 #: at and above this many directions a configuration gets ``big_steps`` timed steps
 BIG = 256
+#: timed real steps (cheap: well under a ms each), as many as the JAX peer's lax.scan call
+REAL_STEPS = 20
 #: the user's kernel cache setting, restored after the cold rows
 _USER_CACHE = os.environ.get("CIRCUITSKETCH_CACHE")
 
@@ -114,7 +116,7 @@ def _arguments(argv=None) -> tuple[Options, str | None]:
 # ---------------------------------------------------------------- our measurements
 
 def _timer(backend: str, task):
-    """``timed(program, x, batch, n_steps) -> (first run s, s per step)``."""
+    """``timed(program, x, batch, n_steps) -> (first run s, s per step, fastest step s)``."""
     module = get_backend(backend)
 
     def run(program, x, batch, n: int) -> list[float]:
@@ -126,14 +128,15 @@ def _timer(backend: str, task):
                            progress=lambda t: marks.append(time.perf_counter()))
         return marks
 
-    def timed(program, x, batch, n_steps: int) -> tuple[float, float]:
-        """(first run, per step): the first run compiles (or loads the cache); a step's time
-        is the median gap between the progress calls of a run of 1 + ``n_steps`` steps (the
-        first gap, which includes the setup, left out)."""
+    def timed(program, x, batch, n_steps: int) -> tuple[float, float, float]:
+        """(first run, per step, fastest step): the first run compiles (or loads the cache); a
+        step's time is the median gap between the progress calls of a run of 1 + ``n_steps``
+        steps (the first gap, which includes the setup, left out); the fastest gap is the one
+        least disturbed by other processes on a shared machine."""
         marks = run(program, x, batch, 1)
         first = marks[-1] - marks[0]
-        marks = run(program, x, batch, 1 + n_steps)
-        return first, float(np.median(np.diff(marks[1:])))
+        gaps = np.diff(run(program, x, batch, 1 + n_steps)[1:])
+        return first, float(np.median(gaps)), float(np.min(gaps))
     return timed
 
 
@@ -162,13 +165,14 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _record(first: float, step: float, n: int, extra: dict | None = None) -> dict:
-    return {"first_s": first, "step_s": step, "per_direction_s": step / n, "directions": n,
-            "compile_s": max(first - step, 0.0), "peak_rss_bytes": _peak_rss(), **(extra or {})}
+def _record(first: float, step: float, best: float, n: int, extra: dict | None = None) -> dict:
+    return {"first_s": first, "step_s": step, "best_step_s": best, "per_direction_s": step / n,
+            "directions": n, "compile_s": max(first - step, 0.0), "peak_rss_bytes": _peak_rss(),
+            **(extra or {})}
 
 
 def _print_row(what: str, r: dict) -> None:
-    print(f"{what:36s} {r['first_s']:8.2f} {r['step_s'] * 1e3:11.3f} "
+    print(f"{what:36s} {r['first_s']:8.2f} {r['step_s'] * 1e3:11.3f} {r['best_step_s'] * 1e3:9.3f} "
           f"{r['per_direction_s'] * 1e3:12.3f} {r['peak_rss_bytes'] / 2**20:9.0f}", flush=True)
 
 
@@ -184,7 +188,7 @@ def _memory(lowered, n: int) -> dict:
 
 def measure_ours(opts: Options) -> dict:
     """Every row of our side (see the module docstring); times in seconds."""
-    n_steps = 2 + max(opts.steps, opts.big_steps, opts.high_steps)
+    n_steps = 2 + max(opts.steps, opts.big_steps, opts.high_steps, REAL_STEPS)
     t0 = time.perf_counter()
     task = build_task_array(opts.config, n_steps=n_steps)
     out: dict = {"trace_s": time.perf_counter() - t0, "array_nodes": len(task.program.step),
@@ -194,15 +198,15 @@ def measure_ours(opts: Options) -> dict:
           f"{out['trace_s']:.1f} s; {out['threads']} threads; kernel cache: "
           f"{'fresh for the real and order-3 rows (cold compile), ' if opts.cold else ''}"
           f"the user's for the rest")
-    print(f"{'configuration':36s} {'first s':>8s} {'ms/step':>11s} {'ms/step/dir':>12s} "
-          f"{'peak MiB':>9s}")
+    print(f"{'configuration':36s} {'first s':>8s} {'ms/step':>11s} {'best ms':>9s} "
+          f"{'ms/step/dir':>12s} {'peak MiB':>9s}")
     timed = _timer("numba-cpu", task)
     zeros = np.zeros(task.n_examples)
     cache = _use_cache(opts.cold)
-    out["real"] = _record(*timed(task.program, zeros, None, opts.steps), 1, {"cache": cache})
+    out["real"] = _record(*timed(task.program, zeros, None, REAL_STEPS), 1, {"cache": cache})
     _print_row("real, array engine", out["real"])
     weights = np.random.default_rng(2).uniform(size=(opts.retrainings, task.n_examples)) < 0.1
-    out["retrain"] = _record(*timed(task.program, weights * 1.0, opts.retrainings, opts.steps),
+    out["retrain"] = _record(*timed(task.program, weights * 1.0, opts.retrainings, REAL_STEPS),
                              opts.retrainings)
     _print_row(f"real, {opts.retrainings} retrainings, array engine", out["retrain"])
     out["reference_real"] = _record(*_timer("reference", task)(task.program, zeros, None, 1), 1)
@@ -236,7 +240,7 @@ def _scalar_rows(opts: Options, out: dict, scalar_task, rng) -> None:
     """The same model traced with Values on the scalar tape: real, and order 3 below BIG."""
     timed = _timer("numba-cpu", scalar_task)
     out["scalar_real"] = _record(*timed(scalar_task.program, np.zeros(scalar_task.n_examples),
-                                        None, opts.steps), 1)
+                                        None, REAL_STEPS), 1)
     _print_row("real, scalar tape", out["scalar_real"])
     if 3 in opts.orders:
         lowered = cs.taylor(scalar_task.program, 3)
@@ -257,8 +261,8 @@ def measure_jax(opts: Options, ours: dict) -> dict | None:
     print(f"\ntiming the JAX peer (jit, lax.scan, vmap; jet orders {opts.orders} at "
           f"{directions} directions) ...", flush=True)
     kw = {} if opts.config is None else {"config": opts.config}
-    # 20 real steps per lax.scan call: the call's fixed cost (tens of µs) spread thin
-    return jax_timings(n_steps_warm=max(opts.steps, 20), orders=opts.orders,
+    # REAL_STEPS real steps per lax.scan call: the call's fixed cost (tens of µs) spread thin
+    return jax_timings(n_steps_warm=max(opts.steps, REAL_STEPS), orders=opts.orders,
                        directions=directions, budget_s=opts.jax_budget_s,
                        jet_steps={n: opts.big_steps if n >= BIG else opts.steps
                                   for n in directions}, **kw)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchma
 import bench_array  # noqa: E402
 import bench_array_report as report  # noqa: E402
 
-TINY = MicrogptConfig(n_embd=8, n_head=2, block_size=8, mlp_width=32, n_steps=20)
+TINY = MicrogptConfig(n_embd=8, n_head=2, block_size=8, mlp_width=32, n_steps=40)
 TARGETS = ["real step ≤ JAX lax.scan",
            "order 3, 64 dir: per complex dir ≤ 0.5 × JAX jet per real dir",
            "order 3, 512 dir: per complex dir ≤ 0.5 × JAX jet per real dir",
