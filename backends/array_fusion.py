@@ -31,9 +31,10 @@ import threading
 from dataclasses import dataclass
 
 from ..ir.ops import Op
-from .array_codegen import (_REAL_ERRORS, _REAL_EXPR, _SERIES_ERRORS, COMMON_MESSAGES, DECORATOR,
-                            EW_PARAMS, HEADER, IMAGINARY, KINK, NONFINITE, REAL_RESULT,
-                            SERIES_HELPERS, Kernel, _series_body, source_hash, specialise)
+from .array_codegen import (_COEFFICIENTWISE, _REAL_ERRORS, _REAL_EXPR, _SERIES_ERRORS,
+                            COMMON_MESSAGES, DECORATOR, EW_PARAMS, HEADER, IMAGINARY, KINK,
+                            NONFINITE, REAL_RESULT, SERIES_HELPERS, UNROLL_K1, Kernel, _div_body,
+                            _exp_body, _pow_body, _series_body, source_hash, specialise)
 from .emit import load_kernel_module
 
 #: error codes of a fused kernel: member * MEMBER + the member's own code
@@ -113,73 +114,168 @@ def fused_kernel(members: list[FusedMember], n_leaves: int) -> FusedKernel:
     return FusedKernel(name, source, errors)
 
 
-def _bind_series(body: str, rows: dict[str, str], p: float, base: int) -> str:
-    """A per-element series rule with its operands ``A``/``B``/``C`` and result ``Y`` renamed
-    to rows (an operand the op does not have -- a unary rule passes ``B``, ``C`` on unread --
-    as ``A``), ``p`` the member's literal, and each ``return code`` offset by ``base``."""
-    body = re.sub(r"\b[ABCY]\b", lambda hit: rows.get(hit.group(0), rows["A"]), body)
+def _bind(body: str, p: float, base: int) -> str:
+    """A rule's text with ``p`` the member's literal and each ``return code`` offset by
+    ``base`` (the member's error codes)."""
     body = re.sub(r"\bp\b", repr(float(p)), body)
     return re.sub(r"\breturn (.+)$", rf"return {base} + (\1)", body, flags=re.M)
+
+
+def _row_member(m: int, member: FusedMember, kinds: str, rows: list[str]) -> list[str]:
+    """Series member ``m`` on rows (any order): the table rule with its operands ``A``/``B``/
+    ``C`` and result ``Y`` renamed to rows (an operand the op does not have -- a unary rule
+    passes ``B``, ``C`` on unread -- as ``A``)."""
+    names = dict(zip("ABC", rows), Y=f"M{m}")
+    body = re.sub(r"\b[ABCY]\b", lambda hit: names.get(hit.group(0), rows[0]),
+                  _series_body(member.op, kinds))
+    return ["c = 0", _bind(body, member.p, m * MEMBER), "if c:", f"    return {m * MEMBER} + c",
+            f"for j in range(K1):\n    chk{m} += M{m}[j] - M{m}[j]"]
+
+
+#: series rules written out for a literal number of coefficients (array_codegen's unrolled
+#: kernels): op -> (operand kinds it serves, body builder, p it forces)
+_WRITTEN_OUT = {Op.DIV: (("ss", "rs"), _div_body, None), Op.EXP: (("s",), _exp_body, None),
+                Op.POW: (("s",), _pow_body, None), Op.SQRT: (("s",), _pow_body, 0.5)}
+
+
+def _unrolled_member(m: int, member: FusedMember, kinds: str, coeffs: list[list[str]],
+                     reals: list[str | None], k1: int) -> list[str]:
+    """Series member ``m`` with every coefficient a scalar local (orders below UNROLL_K1):
+    ``coeffs[k][q]`` is operand k's coefficient q, ``reals[k]`` its real scalar (real
+    operands). Coefficientwise ops and the Cauchy product are written out; div, exp, pow, sqrt
+    run array_codegen's written-out recurrences; any other op copies its operands into the
+    rows ``A``/``B``/``C`` and runs its table rule into ``Y``."""
+    op, base, out = member.op, m * MEMBER, [f"M{m}c{q}" for q in range(k1)]
+    if (op, kinds) in _COEFFICIENTWISE:
+        lines = [f"if {reals[1]} == 0.0:", f"    return {base + 1}"] if op is Op.DIV else []
+        for q in range(k1):
+            names = {"X": coeffs[0][q], "x": reals[0], "z0": "1.0" if q == 0 else "0.0",
+                     "Y": coeffs[-1][q], "y": reals[-1]}
+            expr = re.sub(r"\b(X|Y|x|y|z0)\b", lambda hit: names[hit.group(1)],
+                          _COEFFICIENTWISE[op, kinds])
+            lines.append(f"{out[q]} = {expr}")
+    elif op is Op.MUL and kinds == "ss":
+        lines = [f"{out[r]} = " + " + ".join(f"{coeffs[0][q]} * {coeffs[1][r - q]}"
+                                             for q in range(r + 1)) for r in range(k1)]
+    elif op in _WRITTEN_OUT and kinds in _WRITTEN_OUT[op][0] and not _binary_power(member):
+        _, body, forced = _WRITTEN_OUT[op]
+        names = {"x": coeffs[0], "y": coeffs[-1], "c": out}
+        text = "\n".join(body(k1))
+        if op in (Op.POW, Op.SQRT):  # p is known: only the recurrence's branch (see below)
+            text = textwrap.dedent(text.split("\nelse:\n", 1)[1])
+        text = re.sub(r"\b([xyc])(\d+)\b", lambda hit: names[hit.group(1)][int(hit.group(2))],
+                      text)
+        lines = [_bind(text, member.p if forced is None else forced, base)]
+    else:
+        lines = [f"{name}[{q}] = {coeffs[k][q]}" for k, name in zip(range(len(coeffs)), "ABC")
+                 for q in range(k1)]
+        lines += ["c = 0", _bind(_series_body(op, kinds), member.p, base), "if c:",
+                  f"    return {base} + c", *[f"{out[q]} = Y[{q}]" for q in range(k1)]]
+    return lines + [f"chk{m} += " + " + ".join(f"({c} - {c})" for c in out)]
+
+
+def _binary_power(member: FusedMember) -> bool:
+    """A pow by a non-negative integer: the table's binary powering (``s_pow``), exact at
+    a_0 = 0, rather than the written-out recurrence (which divides by a_0)."""
+    return member.op is Op.POW and float(member.p).is_integer() and member.p >= 0
+
+
+class _Group:
+    """The values of a series group: leaves first, then members; which are series, and how
+    a member reads its operands (rows, or scalar coefficients when ``unrolled``)."""
+
+    def __init__(self, members: list[FusedMember], leaf_kinds: str, k1: int) -> None:
+        self.members, self.k1, self.n_leaves = members, k1, len(leaf_kinds)
+        self.unrolled = k1 <= UNROLL_K1
+        self.series = [kind == "s" for kind in leaf_kinds]
+        for member in members:
+            self.series.append(any(self.series[v] for v in self.operands(member)))
+        if not self.series[-1]:
+            raise ValueError("a series group's root must be a series (real groups: fused_kernel)")
+        self.lifted = {v for member, s in zip(members, self.series[self.n_leaves:]) if s
+                       for v in self.operands(member) if not self.series[v]}
+
+    def operands(self, member: FusedMember) -> list[int]:
+        return [q if kind == "leaf" else self.n_leaves + q for kind, q in member.operands]
+
+    def row(self, v: int) -> str:
+        return f"L{v}" if v < self.n_leaves else f"M{v - self.n_leaves}"
+
+    def scalar(self, v: int) -> str:
+        return f"l{v}" if v < self.n_leaves else f"v{v - self.n_leaves}"
+
+    def coeffs(self, v: int) -> list[str]:
+        if self.series[v]:
+            return [f"{self.row(v)}c{q}" for q in range(self.k1)]
+        return [f"({self.scalar(v)} + 0j)"] + ["0j"] * (self.k1 - 1)
+
+    def load(self, q: int) -> list[str]:
+        """Leaf q's loads (a real leaf read by a series member: its row's coefficient 0)."""
+        if not self.series[q]:
+            lift = [f"L{q}[0] = l{q}"] if q in self.lifted and not self.unrolled else []
+            return [f"l{q} = R[l{q}_0 + d * l{q}_d + i * l{q}_e]"] + lift
+        at = f"S[l{q}_0 + {{j}} * l{q}_j + d * l{q}_d + i * l{q}_e]"
+        if self.unrolled:
+            return [f"L{q}c{j} = {at.format(j=j)}" for j in range(self.k1)]
+        return [f"for j in range(K1):\n    L{q}[j] = {at.format(j='j')}"]
+
+    def member(self, m: int) -> list[str]:
+        member, values = self.members[m], self.operands(self.members[m])
+        if not self.series[self.n_leaves + m]:
+            lines = _real_member(m, member, dict(zip("xyz", map(self.scalar, values))))
+            lifted = self.n_leaves + m in self.lifted and not self.unrolled
+            return lines + ([f"M{m}[0] = v{m}"] if lifted else [])
+        kinds = "".join("s" if self.series[v] else "r" for v in values)
+        if not self.unrolled:
+            return _row_member(m, member, kinds, [self.row(v) for v in values])
+        reals = [None if self.series[v] else self.scalar(v) for v in values]
+        return _unrolled_member(m, member, kinds, [self.coeffs(v) for v in values], reals,
+                                self.k1)
+
+    def store(self) -> list[str]:
+        root = len(self.members) - 1
+        at = "S[o + ({j} * nb + d) * n + i]"
+        if self.unrolled:
+            return [f"{at.format(j=j)} = M{root}c{j}" for j in range(self.k1)]
+        return [f"for j in range(K1):\n    {at.format(j='j')} = M{root}[j]"]
+
+    def scratch(self, text: str) -> list[str]:
+        """The rows ``text`` uses (unrolled: none unless a member runs a table rule)."""
+        if self.unrolled:
+            rows = [name for name in "ABCY" if re.search(rf"\b{name}\b", text)]
+        else:
+            rows = [self.row(v) for v in range(len(self.series))
+                    if self.series[v] or v in self.lifted]
+        work = ["W = np.zeros((4, K1), np.complex128)"] if re.search(r"\bW\b", text) else []
+        return [f"{name} = np.zeros(K1, np.complex128)" for name in rows] + work
 
 
 def fused_series_kernel(members: list[FusedMember], leaf_kinds: str, k1: int) -> FusedKernel:
     """One loop nest over (direction, element) computing a same-shape group whose root is a
     series (module doc): ``leaf_kinds`` says which leaves are series (``"s"``) or real
     (``"r"``); a member is a series when one of its operands is. Specialised to ``k1``
-    coefficients."""
-    series = [kind == "s" for kind in leaf_kinds]
-    leaf_count = len(series)
-
-    def ref(kind: str, q: int) -> int:  # values numbered leaves first, then members
-        return q if kind == "leaf" else leaf_count + q
-    for member in members:
-        series.append(any(series[ref(*a)] for a in member.operands))
-    if not series[-1]:
-        raise ValueError("a series group's root must be a series (real groups: fused_kernel)")
-    rowed = set(v for v, s in enumerate(series) if s)
+    coefficients; below ``UNROLL_K1`` every coefficient is a scalar local."""
+    group = _Group(members, leaf_kinds, k1)
+    body = [line for q in range(group.n_leaves) for line in group.load(q)]
+    errors: dict[int, str] = {}
     for m, member in enumerate(members):
-        if series[leaf_count + m]:
-            rowed.update(ref(*a) for a in member.operands)
-    row = lambda v: f"L{v}" if v < leaf_count else f"M{v - leaf_count}"
-    scalar = lambda v: f"l{v}" if v < leaf_count else f"v{v - leaf_count}"
-    body, errors = [], {}
-    for q in range(leaf_count):
-        if series[q]:
-            body.append(f"for j in range(K1):\n    L{q}[j] = S[l{q}_0 + j * l{q}_j + d * l{q}_d"
-                        f" + i * l{q}_e]")
-            continue
-        body.append(f"l{q} = R[l{q}_0 + d * l{q}_d + i * l{q}_e]")
-        if q in rowed:
-            body.append(f"L{q}[0] = l{q}")
-    for m, member in enumerate(members):
-        values = [ref(*a) for a in member.operands]
-        if not series[leaf_count + m]:
-            body += _real_member(m, member, dict(zip("xyz", map(scalar, values))))
-            if leaf_count + m in rowed:
-                body.append(f"M{m}[0] = v{m}")
-            errors.update(_errors(m, _REAL_ERRORS.get(member.op, {})))
-            continue
-        kinds = "".join("s" if series[v] else "r" for v in values)
-        rows = dict(zip("ABC", map(row, values)), Y=f"M{m}")
-        rule = _bind_series(_series_body(member.op, kinds), rows, member.p, m * MEMBER)
-        body += ["c = 0", rule, "if c:", f"    return {m * MEMBER} + c",
-                 f"for j in range(K1):\n    chk{m} += M{m}[j] - M{m}[j]"]
-        errors.update(_errors(m, _SERIES_ERRORS.get(member.op, {}), (KINK, IMAGINARY, NONFINITE)))
-    root = len(members) - 1
-    body.append(f"for j in range(K1):\n    S[o + (j * nb + d) * n + i] = M{root}[j]")
-    text = "\n".join(body)
-    params = _leaf_params(leaf_count)
+        body += group.member(m)
+        if group.series[group.n_leaves + m]:
+            table, codes = _SERIES_ERRORS.get(member.op, {}), (KINK, IMAGINARY, NONFINITE)
+        else:
+            table, codes = _REAL_ERRORS.get(member.op, {}), (NONFINITE,)
+        errors.update(_errors(m, table, codes))
+    text = "\n".join(body + group.store())
+    params = _leaf_params(group.n_leaves)
     name = "fused_s_" + source_hash(f"{k1}\n{params}\n{text}")
-    scratch = [f"    {row(v)} = np.zeros(K1, np.complex128)" for v in sorted(rowed)]
-    checks = []
-    for m in range(len(members)):
-        zero = "0j" if series[leaf_count + m] else "0.0"
-        checks += [f"    if chk{m} != {zero} or chk{m} != chk{m}:",
-                   f"        return {m * MEMBER + NONFINITE}"]
+    zeros = ["0j" if s else "0.0" for s in group.series[group.n_leaves:]]
+    checks = [line for m, zero in enumerate(zeros)
+              for line in (f"    if chk{m} != {zero} or chk{m} != chk{m}:",
+                           f"        return {m * MEMBER + NONFINITE}")]
     source = "\n".join([
-        DECORATOR, f"def {name}({EW_PARAMS}, {params}):", *scratch,
-        "    W = np.zeros((4, K1), np.complex128)",
-        *[f"    chk{m} = {'0j' if series[leaf_count + m] else '0.0'}" for m in range(len(members))],
+        DECORATOR, f"def {name}({EW_PARAMS}, {params}):",
+        *["    " + line for line in group.scratch(text)],
+        *[f"    chk{m} = {zero}" for m, zero in enumerate(zeros)],
         "    for d in range(nb):", "        for i in range(n):", textwrap.indent(text, " " * 12),
         *checks, "    return 0"])
     return FusedKernel(name, specialise(source, k1), errors, k1)

@@ -2,7 +2,8 @@
 
 Random same-shape chains of series ops with real leaves, broadcast operands (a row vector: a
 gathered leaf; a 0-d input and constants: element stride 0) and real sub-chains inside, at
-orders 1, 3 and 6 over 3 directions; the array microgpt trained at order 3; errors inside a
+orders 1, 3 and 6 (every coefficient a scalar) and 9 (coefficients in scratch rows) over 3
+directions; the array microgpt trained at order 3; errors inside a
 fused group name the member's node and line; and the plan of the order-3 microgpt step has
 fewer series kernels than with series fusion off. Tolerance as in test_array_backend: rtol
 1e-12 plus 1e-12 of the output's scale (the fused kernel runs the unfused kernels' rules, in
@@ -50,18 +51,21 @@ STEPS = (
 )
 
 
-def random_chain(seed: int, length: int = 10):
+def random_chain(seed: int | None, length: int = 10):
     """A same-shape chain over series ``x`` [2, 3], ``w`` [3] (broadcast along rows), real
-    ``r`` [2, 3], real 0-d ``s`` and constants; a real sub-chain (``r * s - 0.7``) feeds it."""
+    ``r`` [2, 3], real 0-d ``s`` and constants; a real sub-chain (``r * s - 0.7``) feeds it.
+    Seed None: every step of STEPS once, in order."""
     rng = np.random.default_rng(seed)
+    order = iter(range(len(STEPS))) if seed is None else None
     b = Builder()
     x, w = b.input_array("x", SHAPE), b.input_array("w", (3,))
     r, s = b.input_array("r", SHAPE), b.input_array("s", ())
     real = b.add(Op.SUB, (b.add(Op.MUL, (r, s)), b.const(0.7)))
     leaves = [x, w, r, s, b.const(0.7)]
     v = b.add(Op.MUL, (b.add(Op.ADD, (x, w)), real))
-    for _ in range(length):
-        v = STEPS[rng.integers(len(STEPS))](b, v, leaves[rng.integers(len(leaves))])
+    for _ in range(length if seed is not None else len(STEPS)):
+        step = next(order) if seed is None else rng.integers(len(STEPS))
+        v = STEPS[step](b, v, leaves[rng.integers(len(leaves))])
         v = b.add(Op.TANH, (v,)) if rng.random() < 0.3 else v  # keep the values moderate
     b.output("y", [v])
     return verify(b.build())
@@ -71,8 +75,8 @@ def _fused_series(the_plan) -> list:
     return [e for e in the_plan.entries if e.kernel.startswith("fused_s_")]
 
 
-@pytest.mark.parametrize("order", [1, 3, 6])
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("order", [1, 3, 6, 9])  # 9: above UNROLL_K1, coefficients in rows
+@pytest.mark.parametrize("seed", [None, 0, 1])
 def test_random_series_chains_match_the_reference(order, seed):
     circuit = taylor(random_chain(seed), order, {"x", "w"})
     the_plan = array_engine.plan(circuit)
@@ -86,7 +90,7 @@ def test_random_series_chains_match_the_reference(order, seed):
         for node in entry.members[:-1]:
             assert len(readers[node]) == 1 and readers[node] <= set(entry.members)
         assert len({circuit.eqns[n].shape for n in entry.members}) == 1
-    inputs = _series_inputs(circuit, seed, 3, seeds=("x", "w"))
+    inputs = _series_inputs(circuit, seed or 0, 3, seeds=("x", "w"))
     _close(numba_cpu.evaluate(circuit, inputs, batch=3),
            reference.evaluate(circuit, inputs, batch=3))
 
@@ -120,13 +124,14 @@ def _x(a0, order: int = 2) -> np.ndarray:
     return x
 
 
-def test_log_of_a_non_positive_constant_term_names_the_log():
-    circuit = _chain_of(lambda b, v: b.add(Op.LOG, (v,), loc="model.py:3"))
+@pytest.mark.parametrize("order", [2, 9])  # scalar coefficients, and rows
+def test_log_of_a_non_positive_constant_term_names_the_log(order):
+    circuit = _chain_of(lambda b, v: b.add(Op.LOG, (v,), loc="model.py:3"), order=order)
     assert [e.members for e in array_engine.plan(circuit).entries] == [(2, 3, 5)]
-    good = _x([1.0, 2.0, 3.0])
+    good = _x([1.0, 2.0, 3.0], order)
     _close(numba_cpu.evaluate(circuit, {"x": good}), reference.evaluate(circuit, {"x": good}))
     with pytest.raises(EvaluationError, match=r"node %3 = log .*model.py:3.*log of a non-positive"):
-        numba_cpu.evaluate(circuit, {"x": _x([1.0, 0.0, 3.0])})
+        numba_cpu.evaluate(circuit, {"x": _x([1.0, 0.0, 3.0], order)})
 
 
 def test_division_by_a_zero_series_names_the_div():
@@ -140,15 +145,15 @@ def test_division_by_a_zero_series_names_the_div():
         numba_cpu.evaluate(circuit, {"x": _x([1.0, 0.5, 3.0])})
 
 
-@pytest.mark.parametrize("op", [Op.RELU, Op.MAX])
-def test_a_kink_inside_a_group_names_the_member_unless_ignored(op):
+@pytest.mark.parametrize("op, order", [(Op.RELU, 2), (Op.MAX, 2), (Op.RELU, 9)])
+def test_a_kink_inside_a_group_names_the_member_unless_ignored(op, order):
     def kinked(b, v):
         operands = (v,) if op is Op.RELU else (v, b.const(0.0))
         return b.add(op, operands, loc="model.py:3")
-    circuit = _chain_of(kinked)
+    circuit = _chain_of(kinked, order=order)
     (entry,) = array_engine.plan(circuit).entries
     node = next(n for n in entry.members if circuit.eqns[n].op is op)
-    at_kink = _x([1.0, 0.0, -3.0])
+    at_kink = _x([1.0, 0.0, -3.0], order)
     with pytest.raises(KinkError, match=rf"node %{node} = {op.value} .*model.py:3.*not analytic"):
         numba_cpu.evaluate(circuit, {"x": at_kink})
     _close(numba_cpu.evaluate(circuit, {"x": at_kink}, ignore_kinks=True),
