@@ -188,9 +188,12 @@ class Plan:
 class _Planner:
     """Walks a circuit once, emitting kernel calls and assigning buffers (module doc)."""
 
-    def __init__(self, circuit: Circuit, per_step=(), keep=(), fuse: bool = True) -> None:
+    def __init__(self, circuit: Circuit, per_step=(), keep=(), fuse: bool = True,
+                 carry=()) -> None:
         self.c = circuit
         self.fuse = fuse
+        self.carry = tuple(carry)
+        self.into: dict[int, Buf] = {}  # node -> the carried input buffer it writes in place
         self.plan = Plan(circuit, circuit.order + 1)
         self.alloc = {"R": _Allocator(), "S": _Allocator()}
         self.per_step = set(per_step)
@@ -232,6 +235,7 @@ class _Planner:
             if root not in self.keep and self._owned(root) and root not in self.group:
                 dying.setdefault(node, []).append(root)
         self._inputs()
+        self.into = self._in_place(dies_at)
         for node, eqn in enumerate(eqns):
             if node in self.group:
                 continue  # computed inside its fused group's kernel
@@ -240,6 +244,31 @@ class _Planner:
                 self.free(self.plan.values[root])
         self.plan.sizes = {arena: a.top for arena, a in self.alloc.items()}
         return self.plan
+
+    def _in_place(self, dies_at: dict[int, int]) -> dict[int, Buf]:
+        """Carried state updated in place (no copy at the end of the step): the node computing
+        a carry's new value writes into the carry's input buffer when no node after it reads
+        the old value and its kernel reads each element before writing it (elementwise ops and
+        fused groups; not the generic series product, which accumulates into its output)."""
+        eqns, into = self.c.eqns, {}
+        aliased = {self.root[n] for out in self.c.outputs for n in out.nodes
+                   if eqns[self.root[n]].op is Op.INPUT}  # read again by the end-of-step copies
+        for name in self.carry:
+            out = self.c.output(name)
+            if not out.is_array(eqns):
+                continue
+            node = self.root[out.nodes[0]]
+            eqn = eqns[node]
+            readers = [r for r, e in enumerate(eqns) if e.op is Op.INPUT
+                       and e.attr("name") == name]
+            if (eqn.op not in ELEMENTWISE_OPS or eqn.op in (Op.SUM, Op.DOT) or node in into
+                    or any(r in aliased for r in readers)
+                    or any(dies_at.get(r, -1) > node for r in readers)
+                    or (eqn.op is Op.MUL and self.k1 > cg.UNROLL_K1
+                        and all(eqns[a].series for a in eqn.args))):
+                continue
+            into[node] = self.plan.inputs[name]
+        return into
 
     def _fusable(self, node: int) -> bool:
         """A real op on real operands, or a series op with a series result (any operands)."""
@@ -382,7 +411,9 @@ class _Planner:
                 temps.append(buf)
             descs.append(buf.desc(broadcast=prod(s) == 1 and n != 1))
         kinds = "".join("s" if b.series else "r" for b, _ in operands)
-        out = self.new(series, n, any(b.batched for b, _ in operands))
+        out = self.into.get(node)
+        if out is None or out.series != series or out.n != n:
+            out = self.new(series, n, any(b.batched for b, _ in operands))
         args = (self.k1, "kinks", float(p), out.bw, n, out.off)
         self.emit(kernel or cg.ew_name(op, kinds), args + tuple(x for d in descs for x in d), node,
                   members)
@@ -546,7 +577,7 @@ def plan_program(program: Program) -> Plan:
     """The plan of a program's step plus its loop entries: per-step data and down-weights
     loaded first, the new carried state copied into the step inputs last (module doc)."""
     step = program.step
-    pl = _Planner(step, program.per_step)
+    pl = _Planner(step, program.per_step, carry=program.carry)
     body = pl.run()
     head, tail = [], []
     columns = 0
@@ -569,6 +600,8 @@ def plan_program(program: Program) -> Plan:
             raise NotImplementedError(f"carried state {name!r} is output element by element; the "
                                       "array engine runs programs whose outputs are whole arrays")
         src, dst = body.values[node], body.inputs[name]
+        if src is dst:  # updated in place (_Planner._in_place)
+            continue
         if not src.batched:  # widen a direction-independent value to the batched buffer
             wide = pl.new(src.series, src.n, True)
             tail.append(Entry("gather_s" if src.series else "gather_r",

@@ -162,6 +162,47 @@ def test_loop_program_with_data_weights_and_example_ids(order):
            reference.run_program(program, init, **options))
 
 
+def _state_program() -> Program:
+    """Carried (p, q, r, s) with the in-place hazards: p' = p + d x, then q' = 3 p (p's old
+    value is read after the node computing p': p cannot be updated in place; q can), r' = s
+    and s' = r r tanh(q') (a swap: the end-of-step copies read the old values)."""
+    b = Builder()
+    p, q, r, s = (b.input_array(name, (4,)) for name in "pqrs")
+    d = b.input_array("d", (4,))
+    x = b.input_array("x", (1,))
+    new_p = b.add(Op.ADD, (p, b.add(Op.MUL, (d, x))))
+    new_q = b.add(Op.MUL, (p, b.const(3.0)))
+    new_s = b.add(Op.MUL, (b.add(Op.MUL, (r, r)), b.add(Op.TANH, (new_q,))))
+    for name, node in (("p", new_p), ("q", new_q), ("r", s), ("s", new_s)):
+        b.output(name, [node])
+    return Program(verify(b.build()), 4, ("p", "q", "r", "s"), per_step=("d",), weight="x")
+
+
+@pytest.mark.parametrize("order", [0, 3, 9])
+def test_carried_state_in_place_only_where_safe(order):
+    program = _state_program()
+    program = taylor(program, order) if order else program
+    rng = np.random.default_rng(order)
+    init = {name: rng.normal(size=4) * 0.5 for name in "pqrs"}
+    x = rng.normal(size=(3, 4))
+    if order:
+        x = np.stack([x] + [rng.normal(size=(3, 4)) for _ in range(order)], axis=1) + 0j
+    options = dict(data={"d": rng.normal(size=(4, 4))}, x=x, example_ids=np.zeros((4, 1), int),
+                   batch=3)
+    _close(numba_cpu.run_program(program, init, **options),
+           reference.run_program(program, init, **options))
+    plan = array_engine.plan_program(program)
+    written = {e.args[2] for e in plan.entries if e.kernel.startswith("copy")}
+    copied = {name for name in "pqrs" if plan.inputs[name].off in written}
+    assert copied == {"p", "r", "s"}  # q' is written in place; p is read after p', r/s swap
+
+
+def test_microgpt_state_is_updated_in_place(microgpt):
+    for program in (microgpt.program, taylor(microgpt.program, 3)):
+        kernels = [e.kernel for e in array_engine.plan_program(program).entries]
+        assert not [k for k in kernels if k.startswith("copy")]
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -265,7 +306,7 @@ def test_emit_text_heads_each_kernel_call_with_its_ir_line():
     program = taylor(_loop_program(), 1)
     text = array_engine.emit_text(program)
     assert "# %4 = mul %0 %1 : s [2,3]" in text
-    assert "load_weights_s(" in text and "copy_s(" in text  # the loop's loads and copies
+    assert "load_weights_s(" in text and "copy_s(" not in text  # the loop's loads; w in place
     # the series chain mul, add, tanh, mul, sub is one fused kernel (array_fusion), its source
     # once, running the table's tanh rule at the literal order
     assert text.count("# %6 = tanh %5 : s [2,3]") == 1 and text.count("def fused_s_") == 1
