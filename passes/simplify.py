@@ -10,7 +10,9 @@ eq, which stay commutative under broadcasting). Constant folding evaluates nodes
 are all constants with the semantics layer's own table (``semantics.real.apply_real``, so folding
 can never disagree with execution) when the result has at most :data:`FOLD_LIMIT` elements (so
 the printed circuit stays readable), and applies the identities x*1 = x, x+0 = x, x-0 = x,
-x/1 = x, x*0 = 0, pow(x, 1) = x, and drops zero terms of sums and dot products. A constant
+x/1 = x, x*0 = 0, pow(x, 1) = x, drops zero terms of sums and dot products, composes a
+transpose of a transpose into one and drops identity transposes (the VJP of a transposed
+matmul transposes twice). A constant
 counts as 0 or 1 when every element is; an identity applies only where the result keeps the
 node's shape (``x[3] * ones[4,3]`` is a broadcast, not ``x``). Folding never touches inputs, so
 it never changes what a circuit reads, and leaves a node whose evaluation fails (log of a
@@ -23,7 +25,7 @@ from math import prod
 
 import numpy as np
 
-from ..ir.circuit import Builder, Circuit, Eqn, Output, Program
+from ..ir.circuit import Builder, Circuit, Eqn, Output, Program, make_attrs
 from ..ir.ops import Op
 from ..ir.shapes import Shape, broadcast_shapes
 from ..ir.verify import verify, verify_program
@@ -33,7 +35,7 @@ from ..semantics.real import FLOAT_ERRORS, apply_real
 #: the largest constant (in elements) that folding creates
 FOLD_LIMIT = 4096
 
-_CONST, _POW = Op.CONST, Op.POW  # module constants: Enum attribute lookup is slow in hot loops
+_CONST, _POW, _TRANSPOSE = Op.CONST, Op.POW, Op.TRANSPOSE  # module constants: Enum attribute lookup is slow in hot loops
 
 
 def _builder_for(circuit: Circuit) -> Builder:
@@ -123,6 +125,8 @@ class _Folder:
 
     def fold(self, eqn: Eqn, args: tuple[int, ...]) -> int:
         eqns = self.builder.eqns
+        if eqn.op is _TRANSPOSE and eqns[args[0]].op is not _CONST:  # constants fold below
+            return self.transpose(eqn, args[0])
         if eqn.op is not _POW and all(eqns[a].op is not _CONST for a in args):
             # the common case (no constant operand): nothing to fold; 10^5-node circuits
             return self.builder.add(eqn.op, args, eqn.attrs, eqn.loc, eqn.series)
@@ -136,6 +140,18 @@ class _Folder:
         if kept is not None:
             return kept
         return self.builder.add(eqn.op, args, eqn.attrs, eqn.loc, eqn.series)
+
+    def transpose(self, eqn: Eqn, operand: int) -> int:
+        """A transpose of a transpose is one transpose (perms compose: axis i of the result is
+        axis p1[p2[i]] of the inner operand); the identity permutation is its operand."""
+        perm = tuple(eqn.attr("perm"))
+        inner = self.builder.eqns[operand]
+        if inner.op is _TRANSPOSE:
+            first = tuple(inner.attr("perm"))
+            perm, operand = tuple(first[i] for i in perm), inner.args[0]
+        if perm == tuple(range(len(perm))):
+            return operand
+        return self.builder.add(_TRANSPOSE, (operand,), make_attrs(perm=perm), eqn.loc, eqn.series)
 
     def _evaluate(self, eqn: Eqn, consts: list[np.ndarray]) -> int | None:
         if prod(eqn.shape) > FOLD_LIMIT:

@@ -328,3 +328,21 @@ def test_cse_and_dce_keep_array_shapes():
                                                       (Op.ADD, (3, 2))]
     assert shared.eqns[2].args == (1, 1)
     _agree_exactly(circuit, shared, {"x": np.arange(6.0).reshape(2, 3)})
+
+
+@pytest.mark.parametrize("first, second", [((1, 0), (1, 0)), ((2, 0, 1), (1, 2, 0)),
+                                           ((1, 2, 0), (1, 0, 2)), ((0, 2, 1), (2, 1, 0))])
+def test_a_transpose_of_a_transpose_is_one_transpose(first, second):
+    b = Builder()
+    x = b.input_array("x", (2, 3, 4)[: len(first)])
+    inner = b.add(Op.TRANSPOSE, (x,), make_attrs(perm=first))
+    b.output("y", [b.add(Op.TANH, (b.add(Op.TRANSPOSE, (inner,), make_attrs(perm=second)),))])
+    circuit = verify(b.build())
+    simpler = simplify(circuit)
+    transposes = [e for e in simpler.eqns if e.op is Op.TRANSPOSE]
+    composed = tuple(first[i] for i in second)
+    identity = composed == tuple(range(len(first)))
+    assert len(transposes) == (0 if identity else 1)
+    value = np.random.default_rng(0).normal(size=(2, 3, 4)[: len(first)])
+    np.testing.assert_array_equal(cs.evaluate(simpler, {"x": value})["y"],
+                                  np.tanh(np.transpose(np.transpose(value, first), second)))
