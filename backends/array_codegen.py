@@ -558,20 +558,27 @@ def reduce_max_s(R, S, I, K1, kinks, nb, m, nr, o, x0, xj, xd, xe, ix):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
-    """out[g, m, n] = sum_c A[g, m, c] B[g, c, n] (operands in canonical order): each row of
-    the result is built by axpys along n (contiguous, vectorised)."""
+def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn):
+    """out[g, m, n] = sum_c A[g, m, c] B[g, c, n]; A[g, m, c] is at x0 + g*xg + m*xm + c*xc (a
+    transposed operand is read in place), B likewise. Per (direction, g) B is packed into a
+    contiguous [C, N] block, then each result row is built by axpys along n (vectorised)."""
     acc = np.zeros(N)
+    bp = np.empty((C, N))
     chk = 0.0
     for d in range(nb):
         for g in range(G):
+            for c in range(C):
+                b = y0 + d * yd + g * yg + c * yc
+                for nn in range(N):
+                    bp[c, nn] = R[b + nn * yn]
             for mm in range(M):
                 acc[:] = 0.0
+                a0 = x0 + d * xd + g * xg + mm * xm
                 for c in range(C):
-                    a = R[x0 + d * xd + (g * M + mm) * C + c]
-                    b = y0 + d * yd + (g * C + c) * N
+                    a = R[a0 + c * xc]
+                    row = bp[c]
                     for nn in range(N):
-                        acc[nn] += a * R[b + nn]
+                        acc[nn] += a * row[nn]
                 out = o + d * G * M * N + (g * M + mm) * N
                 for nn in range(N):
                     R[out + nn] = acc[nn]
@@ -580,7 +587,7 @@ def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
+def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn):
     """(The library compiles backends/array_contract.py's faster kernel with the same sums.)
     Cauchy product of contractions, out_r = sum_{i+j=r} A_i . B_j, in real arithmetic on
     the complex arena: per (direction, batch index) the coefficients of B are split once into
@@ -597,16 +604,16 @@ def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
         for g in range(G):
             for c in range(C):
                 for j in range(K1):
-                    b = 2 * (y0 + j * yj + d * yd + (g * C + c) * N)
+                    b = 2 * (y0 + j * yj + d * yd + g * yg + c * yc)
                     for nn in range(N):
-                        br[c, j, nn] = F[b + 2 * nn]
-                        bi[c, j, nn] = F[b + 2 * nn + 1]
+                        br[c, j, nn] = F[b + 2 * nn * yn]
+                        bi[c, j, nn] = F[b + 2 * nn * yn + 1]
             for mm in range(M):
                 sr[:, :] = 0.0
                 si[:, :] = 0.0
                 for c in range(C):
                     for i in range(K1):
-                        at = 2 * (x0 + i * xj + d * xd + (g * M + mm) * C + c)
+                        at = 2 * (x0 + i * xj + d * xd + g * xg + mm * xm + c * xc)
                         pr = F[at]
                         pi = F[at + 1]
                         for j in range(K1 - i):
@@ -623,27 +630,32 @@ def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
+def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn):
     """A series lhs and a real rhs: one contraction per coefficient (k+1 in all)."""
     F = S.view(np.float64)
     size = G * M * N
     sr = np.zeros((K1, N))
     si = np.zeros((K1, N))
+    bp = np.empty((C, N))
     chk = 0.0
     for d in range(nb):
         for g in range(G):
+            for c in range(C):
+                b = y0 + d * yd + g * yg + c * yc
+                for nn in range(N):
+                    bp[c, nn] = R[b + nn * yn]
             for mm in range(M):
                 sr[:, :] = 0.0
                 si[:, :] = 0.0
                 for c in range(C):
-                    b = y0 + d * yd + (g * C + c) * N
+                    row = bp[c]
                     for r in range(K1):
-                        at = 2 * (x0 + r * xj + d * xd + (g * M + mm) * C + c)
+                        at = 2 * (x0 + r * xj + d * xd + g * xg + mm * xm + c * xc)
                         pr = F[at]
                         pi = F[at + 1]
                         for nn in range(N):
-                            sr[r, nn] += pr * R[b + nn]
-                            si[r, nn] += pi * R[b + nn]
+                            sr[r, nn] += pr * row[nn]
+                            si[r, nn] += pi * row[nn]
                 for r in range(K1):
                     out = 2 * (o + (r * nb + d) * size + (g * M + mm) * N)
                     for nn in range(N):
@@ -654,25 +666,32 @@ def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
+def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn):
     """A real lhs and a series rhs: one contraction per coefficient (k+1 in all)."""
     F = S.view(np.float64)
     size = G * M * N
     sr = np.zeros((K1, N))
     si = np.zeros((K1, N))
+    br = np.empty((C, K1, N))
+    bi = np.empty((C, K1, N))
     chk = 0.0
     for d in range(nb):
         for g in range(G):
+            for c in range(C):
+                for r in range(K1):
+                    b = 2 * (y0 + r * yj + d * yd + g * yg + c * yc)
+                    for nn in range(N):
+                        br[c, r, nn] = F[b + 2 * nn * yn]
+                        bi[c, r, nn] = F[b + 2 * nn * yn + 1]
             for mm in range(M):
                 sr[:, :] = 0.0
                 si[:, :] = 0.0
                 for c in range(C):
-                    a = R[x0 + d * xd + (g * M + mm) * C + c]
+                    a = R[x0 + d * xd + g * xg + mm * xm + c * xc]
                     for r in range(K1):
-                        b = 2 * (y0 + r * yj + d * yd + (g * C + c) * N)
                         for nn in range(N):
-                            sr[r, nn] += a * F[b + 2 * nn]
-                            si[r, nn] += a * F[b + 2 * nn + 1]
+                            sr[r, nn] += a * br[c, r, nn]
+                            si[r, nn] += a * bi[c, r, nn]
                 for r in range(K1):
                     out = 2 * (o + (r * nb + d) * size + (g * M + mm) * N)
                     for nn in range(N):

@@ -1,8 +1,9 @@
 r"""Numba source of the series contraction ``dg_ss``, written for a literal number of coefficients.
 
 ``dot_general`` of two series is the Cauchy product of contractions, c_r = sum_{i+j=r} A_i . B_j
-(operands in canonical order: A is [G, M, C], B is [G, C, N] per coefficient and direction;
-``array_codegen`` has the table's generic kernel and the arena layout). The kernel here computes
+(A read as [G, M, C], B as [G, C, N] per coefficient and direction, one stride per group, so
+a transposed operand is read in place; ``array_codegen`` has the table's generic kernel and
+the arena layout). The kernel here computes
 the same sums in the same order, faster, using two facts:
 
 * **Flattened coefficient rows.** Per (direction, batch index) B is split once into real and
@@ -30,7 +31,7 @@ ROWS_FROM, ROWS = 8, 4
 
 _HEAD = """
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def dg_ss(R, S, I, K1_, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
+def dg_ss(R, S, I, K1_, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn):
     \"\"\"Cauchy product of contractions for {k1} coefficients (backends/array_contract.py).\"\"\"
     K1 = {k1}
     F = S.view(np.float64)
@@ -44,10 +45,10 @@ def dg_ss(R, S, I, K1_, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye):
         for g in range(G):
             for c in range(C):
                 for j in range(K1):
-                    b = 2 * (y0 + j * yj + d * yd + (g * C + c) * N)
+                    b = 2 * (y0 + j * yj + d * yd + g * yg + c * yc)
                     for nn in range(N):
-                        br[c, j * N + nn] = F[b + 2 * nn]
-                        bi[c, j * N + nn] = F[b + 2 * nn + 1]
+                        br[c, j * N + nn] = F[b + 2 * nn * yn]
+                        bi[c, j * N + nn] = F[b + 2 * nn * yn + 1]
             m0 = 0
             while m0 < M:
                 rows = {rows} if M - m0 >= {rows} else 1
@@ -58,7 +59,7 @@ _TILE = """
 for c in range(C):
     yr = br[c]
     yi = bi[c]
-    a = 2 * (x0 + d * xd + (g * M + m0) * C + c)
+    a = 2 * (x0 + d * xd + g * xg + m0 * xm + c * xc)
 {i0}
     for i in range(1, K1):
         at = a + 2 * i * xj
@@ -95,14 +96,14 @@ def _tile(rows: int) -> str:
     loops), each loaded B element used by every row."""
     rng = range(rows)
     zero = "\n".join(f"sr{m}[:] = 0.0\nsi{m}[:] = 0.0" for m in rng)
-    i0 = "\n".join([f"    p{m} = F[a + {2 * m} * C]" for m in rng]
+    i0 = "\n".join([f"    p{m} = F[a + {2 * m} * xm]" for m in rng]
                    + ["    for q in range(L):  # i = 0: A_0 real, and so is B_0 (q < N)",
                       "        u = yr[q]"] + [f"        sr{m}[q] += p{m} * u" for m in rng]
                    + ["    zi = yi[N:]"] + [f"    wi{m} = si{m}[N:]" for m in rng]
                    + ["    for q in range(L - N):", "        v = zi[q]"]
                    + [f"        wi{m}[q] += p{m} * v" for m in rng])
     loads = "\n".join(line for m in rng for line in (
-        f"        pr{m} = F[at + {2 * m} * C]", f"        pi{m} = F[at + {2 * m} * C + 1]",
+        f"        pr{m} = F[at + {2 * m} * xm]", f"        pi{m} = F[at + {2 * m} * xm + 1]",
         f"        ur{m} = sr{m}[s0:]", f"        ui{m} = si{m}[s0:]"))
     real_b0 = "\n".join(line for m in rng for line in (
         f"            ur{m}[q] += pr{m} * u", f"            ui{m}[q] += pi{m} * u"))

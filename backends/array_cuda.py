@@ -285,7 +285,7 @@ def reduce_max_s(R, S, I, K1, kinks, nb, m, nr, o, x0, xj, xd, xe, ix, err, base
 
 
 @cuda.jit(cache=True)
-def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
+def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn, err, base):
     g = cuda.grid(1)
     size = G * M * N
     if g >= nb * size:
@@ -297,14 +297,14 @@ def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
     nn = e % N
     acc = 0.0
     for c in range(C):
-        acc += R[x0 + d * xd + (gg * M + mm) * C + c] * R[y0 + d * yd + (gg * C + c) * N + nn]
+        acc += R[x0 + d * xd + gg * xg + mm * xm + c * xc] * R[y0 + d * yd + gg * yg + c * yc + nn * yn]
     R[o + d * size + e] = acc
     if acc - acc != 0.0:
         cuda.atomic.min(err, 0, base + NONFINITE)
 
 
 @cuda.jit(cache=True)
-def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
+def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn, err, base):
     g = cuda.grid(1)
     size = G * M * N
     if g >= nb * size:
@@ -317,8 +317,8 @@ def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
     for r in range(K1):
         acc = 0j
         for c in range(C):
-            a = x0 + d * xd + (gg * M + mm) * C + c
-            b = y0 + d * yd + (gg * C + c) * N + nn
+            a = x0 + d * xd + gg * xg + mm * xm + c * xc
+            b = y0 + d * yd + gg * yg + c * yc + nn * yn
             for i in range(r + 1):
                 acc += S[a + i * xj] * S[b + (r - i) * yj]
         S[o + (r * nb + d) * size + e] = acc
@@ -327,7 +327,7 @@ def dg_ss(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
 
 
 @cuda.jit(cache=True)
-def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
+def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn, err, base):
     g = cuda.grid(1)
     size = G * M * N
     if g >= nb * size:
@@ -340,14 +340,14 @@ def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
     for r in range(K1):
         acc = 0j
         for c in range(C):
-            acc += S[x0 + r * xj + d * xd + (gg * M + mm) * C + c] * R[y0 + d * yd + (gg * C + c) * N + nn]
+            acc += S[x0 + r * xj + d * xd + gg * xg + mm * xm + c * xc] * R[y0 + d * yd + gg * yg + c * yc + nn * yn]
         S[o + (r * nb + d) * size + e] = acc
         if acc - acc != 0:
             cuda.atomic.min(err, 0, base + NONFINITE)
 
 
 @cuda.jit(cache=True)
-def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, base):
+def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn, err, base):
     g = cuda.grid(1)
     size = G * M * N
     if g >= nb * size:
@@ -360,7 +360,7 @@ def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xe, y0, yj, yd, ye, err, b
     for r in range(K1):
         acc = 0j
         for c in range(C):
-            acc += R[x0 + d * xd + (gg * M + mm) * C + c] * S[y0 + r * yj + d * yd + (gg * C + c) * N + nn]
+            acc += R[x0 + d * xd + gg * xg + mm * xm + c * xc] * S[y0 + r * yj + d * yd + gg * yg + c * yc + nn * yn]
         S[o + (r * nb + d) * size + e] = acc
         if acc - acc != 0:
             cuda.atomic.min(err, 0, base + NONFINITE)

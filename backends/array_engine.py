@@ -219,8 +219,10 @@ class _Planner:
 
     def run(self) -> Plan:
         eqns = self.c.eqns
+        self.lazy = self._lazy_transposes()
         for node, eqn in enumerate(eqns):
-            self.root[node] = self.root[eqn.args[0]] if self._aliases(eqn) else node
+            alias = self._aliases(eqn) or node in self.lazy
+            self.root[node] = self.root[eqn.args[0]] if alias else node
         for out in self.c.outputs:
             for n in out.nodes:
                 self.keep.add(self.root[n])
@@ -299,6 +301,18 @@ class _Planner:
         eqn = self.c.eqns[root]
         return eqn.op is not Op.INPUT and eqn.op is not Op.CONST
 
+    def _lazy_transposes(self) -> set[int]:
+        """Transposes read only by dot_generals: never materialised, the contraction reads
+        their operand through permuted strides (``_plan_dot_general``)."""
+        readers: dict[int, list[int]] = {}
+        for node, eqn in enumerate(self.c.eqns):
+            for a in eqn.args:
+                readers.setdefault(a, []).append(node)
+        outputs = {n for out in self.c.outputs for n in out.nodes}
+        return {node for node, eqn in enumerate(self.c.eqns)
+                if eqn.op is Op.TRANSPOSE and node not in outputs and readers.get(node)
+                and all(self.c.eqns[r].op is Op.DOT_GENERAL for r in readers[node])}
+
     def _aliases(self, eqn: Eqn) -> bool:
         if eqn.op is Op.RESHAPE:
             return True
@@ -318,7 +332,7 @@ class _Planner:
 
     def _node(self, node: int, eqn: Eqn) -> None:
         values = self.plan.values
-        if self._aliases(eqn):
+        if self._aliases(eqn) or node in self.lazy:
             values[node] = values[eqn.args[0]]
             return
         if eqn.op is Op.INPUT:
@@ -499,22 +513,63 @@ def _plan_reduce(pl: _Planner, node: int, eqn: Eqn) -> Buf:
 
 
 def _plan_dot_general(pl: _Planner, node: int, eqn: Eqn) -> Buf:
+    """Operands read as [G, M, C] and [G, C, N] through one stride per group (a lazy
+    transpose's operand read in place, permuted); a gathered copy only when a group's axes
+    are not contiguous in memory order."""
     a, b = eqn.args
     sa, sb = pl.shape(a), pl.shape(b)
     (lc, rc), (lb, rb) = eqn.attr("contract"), eqn.attr("batch")
     lfree = [i for i in range(len(sa)) if i not in lc and i not in lb]
     rfree = [i for i in range(len(sb)) if i not in rc and i not in rb]
-    A, ta = pl.canonical(pl.plan.values[a], sa, list(lb) + lfree + list(lc), node)
-    B, tb = pl.canonical(pl.plan.values[b], sb, list(rb) + list(rc) + rfree, node)
+    A, xs, ta = _contraction_operand(pl, a, [list(lb), lfree, list(lc)], node)
+    B, ys, tb = _contraction_operand(pl, b, [list(rb), list(rc), rfree], node)
     G = prod(sa[i] for i in lb)
     M, N, C = prod(sa[i] for i in lfree), prod(sb[i] for i in rfree), prod(sa[i] for i in lc)
     kinds = ("s" if A.series else "r") + ("s" if B.series else "r")
     out = pl.new("s" in kinds, G * M * N, A.batched or B.batched)
-    pl.emit(f"dg_{kinds}", (pl.k1, out.bw, G, M, N, C, out.off, *A.desc(), *B.desc()), node)
+    pl.emit(f"dg_{kinds}", (pl.k1, out.bw, G, M, N, C, out.off, *A.desc()[:3], *xs,
+                            *B.desc()[:3], *ys), node)
     for temp, made in ((A, ta), (B, tb)):
         if made:
             pl.free(temp)
     return out
+
+
+def _contraction_operand(pl: _Planner, a: int, groups: list[list[int]], node: int):
+    """(buffer, (stride per group), made a temporary) of dot_general operand ``a`` whose axes
+    ``groups`` (batch, free or contracted, ...) the kernel reads as three flat indices."""
+    buf, shape, perm = pl.plan.values[a], pl.shape(a), list(range(len(pl.shape(a))))
+    if a in pl.lazy:  # axis i of the transpose is axis perm[i] of its operand
+        source = pl.c.eqns[a].args[0]
+        shape, perm = pl.shape(source), list(pl.c.eqns[a].attr("perm"))
+    groups = [[perm[i] for i in group] for group in groups]
+    strides = _group_strides(shape, groups)
+    if strides is not None:
+        return buf, strides, False
+    order = [i for group in groups for i in group]
+    table = np.arange(prod(shape)).reshape(shape).transpose(order)
+    sizes = [prod(shape[i] for i in group) for group in groups]
+    return pl.gather(buf, np.ascontiguousarray(table), node), _row_major(sizes), True
+
+
+def _group_strides(shape, groups) -> tuple[int, ...] | None:
+    """The element stride of each group of axes of a row-major array of ``shape`` read as one
+    flat index per group (None when some group's axes are not consecutive in memory)."""
+    strides = _row_major(shape)
+    out = []
+    for group in groups:
+        if any(strides[p] != strides[q] * shape[q] for p, q in zip(group, group[1:])):
+            return None
+        out.append(strides[group[-1]] if group else 0)
+    return tuple(out)
+
+
+def _row_major(shape) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(list(shape)):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
 
 
 def _plan_take(pl: _Planner, node: int, eqn: Eqn) -> Buf:
