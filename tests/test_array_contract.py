@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from circuitsketch.backends import array_contract, numba_cpu, reference
+from circuitsketch.backends import array_contract, array_engine, numba_cpu, reference
 from circuitsketch.backends.checks import InputError
 from circuitsketch.ir import Builder, Op, make_attrs, verify
 from circuitsketch.passes.taylor import taylor
@@ -39,20 +39,46 @@ CASES = [  # lhs shape, rhs shape, ((lhs contract, rhs contract), (lhs batch, rh
     ((6, 5), (5, 7), ((1,), (0,)), ((), ())),          # matmul, M = 6: a 4-row tile + remainder
     ((3, 4, 5), (3, 5, 2), ((2,), (1,)), ((0,), (0,))),  # batched matmul
     ((9, 3), (9, 4), ((0,), (0,)), ((), ())),          # x^T w (a transposed operand)
+    ((2, 3, 4), (2, 4, 5), ((0, 2), (0, 1)), ((), ())),  # lhs contracted axes apart: a gather
+    ((5, 3, 2), (2, 4, 3), ((1,), (2,)), ((2,), (0,))),  # batch axis last: strided groups
 ]
 
 
-@pytest.mark.parametrize("order", [1, 3, array_contract.ROWS_FROM - 2,
+@pytest.mark.parametrize("order", [0, 1, 3, array_contract.ROWS_FROM - 2,
                                    array_contract.ROWS_FROM - 1, 12, 40])
 @pytest.mark.parametrize("lhs, rhs, contract, batch", CASES)
 def test_series_contraction_matches_the_reference(order, lhs, rhs, contract, batch):
     circuit = taylor(_contraction(lhs, rhs, contract, batch), order, {"x", "w"})
     rng = np.random.default_rng(order)
     inputs = {"x": _series(rng, 3, order + 1, lhs), "w": _series(rng, 3, order + 1, rhs)}
+    if order == 0:
+        inputs = {name: value[:, 0].real for name, value in inputs.items()}
     want = reference.evaluate(circuit, inputs, batch=3)["y"]
     got = numba_cpu.evaluate(circuit, inputs, batch=3)["y"]
     scale = np.abs(want).max(axis=tuple(i for i in range(want.ndim) if i != 1), keepdims=True)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13 * float(scale.max()))
+
+
+@pytest.mark.parametrize("order", [0, 3])
+def test_a_transpose_read_by_contractions_is_read_in_place(order):
+    """y = tanh(x @ w.T) @ w + x: w is read transposed and plain by two dot_generals; the plan
+    has no gather for the transpose, and the numbers are the reference's."""
+    b = Builder()
+    x, w = b.input_array("x", (3, 4)), b.input_array("w", (5, 4))
+    wt = b.add(Op.TRANSPOSE, (w,), make_attrs(perm=(1, 0)))
+    mm = make_attrs(contract=((1,), (0,)), batch=((), ()))
+    h = b.add(Op.DOT_GENERAL, (x, wt), mm)
+    b.output("y", [b.add(Op.ADD, (b.add(Op.DOT_GENERAL, (b.add(Op.TANH, (h,)), w), mm), x))])
+    circuit = taylor(verify(b.build()), order, {"x", "w"})
+    rng = np.random.default_rng(1)
+    inputs = {"x": _series(rng, 2, order + 1, (3, 4)), "w": _series(rng, 2, order + 1, (5, 4))}
+    if order == 0:
+        inputs = {name: value[:, 0].real for name, value in inputs.items()}
+    np.testing.assert_allclose(numba_cpu.evaluate(circuit, inputs, batch=2)["y"],
+                               reference.evaluate(circuit, inputs, batch=2)["y"], rtol=1e-12,
+                               atol=1e-12)
+    kernels = [e.kernel for e in array_engine.plan(circuit).entries]
+    assert not [k for k in kernels if k.startswith("gather")], kernels
 
 
 def test_the_tiled_path_is_the_one_compiled_from_rows_from_on():
