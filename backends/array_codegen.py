@@ -250,7 +250,7 @@ for _op, _sym in _COMPARE.items():
         "c = IMAGINARY if A[0].imag != 0 or B[0].imag != 0 else kink_at(A, B, K1, kinks)\n"
         f"Y[0] = 1.0 if A[0].real {_sym} B[0].real else 0.0")
 
-_SERIES_ERRORS: dict[Op, dict[int, str]] = {
+SERIES_ERRORS: dict[Op, dict[int, str]] = {
     Op.DIV: {1: "division by zero", 2: "division by a series whose constant term is zero"},
     Op.LOG: {1: "log of a non-positive constant term"},
     Op.POW: {1: "power of a series whose constant term is zero",
@@ -260,7 +260,7 @@ _SERIES_ERRORS: dict[Op, dict[int, str]] = {
 }
 
 
-def _series_body(op: Op, kinds: str) -> str:
+def series_body(op: Op, kinds: str) -> str:
     """The per-element series code of ``op`` on operand kinds ``kinds`` (``c`` = error code)."""
     if op is Op.MUL:
         if kinds == "ss":
@@ -284,7 +284,7 @@ def _series_body(op: Op, kinds: str) -> str:
 # ---------------------------------------------------------------- real expressions
 
 #: real elementwise ops: (expression of the operands x, y, z; domain check -> code, or None)
-_REAL_EXPR: dict[Op, tuple[str, str | None]] = {
+REAL_EXPR: dict[Op, tuple[str, str | None]] = {
     Op.ADD: ("x + y", None), Op.SUB: ("x - y", None), Op.NEG: ("-x", None),
     Op.MUL: ("x * y", None), Op.DIV: ("x / y", "1 if y == 0.0 else 0"),
     Op.POW: ("x ** p", "(1 if p < 0 and x == 0.0 else 0) if p == math.floor(p) else "
@@ -297,7 +297,7 @@ _REAL_EXPR: dict[Op, tuple[str, str | None]] = {
     Op.SELECT: ("y if x != 0.0 else z", None),
     **{op: (f"1.0 if x {sym} y else 0.0", None) for op, sym in _COMPARE.items()},
 }
-_REAL_ERRORS: dict[Op, dict[int, str]] = {
+REAL_ERRORS: dict[Op, dict[int, str]] = {
     Op.DIV: {1: "division by zero"},
     Op.POW: {1: "zero raised to a negative power",
              2: "non-positive base raised to a non-integer power"},
@@ -316,7 +316,7 @@ def ew_name(op: Op, kinds: str) -> str:
 
 def _real_ew(op: Op) -> Kernel:
     arity = ARITY.get(op, 2)
-    expr, check = _REAL_EXPR[op]
+    expr, check = REAL_EXPR[op]
     names = NAMES[:arity]
     params = ", ".join(_OPERAND.format(v=v) for v in names)
     loads = [f"{v} = R[{v}0 + d * {v}d + i * {v}e]" for v in names]
@@ -328,7 +328,7 @@ def _real_ew(op: Op) -> Kernel:
         "    for d in range(nb):", "        for i in range(n):",
         textwrap.indent("\n".join(body), " " * 12),
         "    if chk != 0.0:", "        return NONFINITE", "    return 0"])
-    return Kernel(name, source, _REAL_ERRORS.get(op, {}))
+    return Kernel(name, source, REAL_ERRORS.get(op, {}))
 
 
 def _series_ew(op: Op, kinds: str, real_out: bool) -> Kernel:
@@ -343,7 +343,7 @@ def _series_ew(op: Op, kinds: str, real_out: bool) -> Kernel:
             loads.append(f"{var}[0] = R[{v}0 + d * {v}d + i * {v}e]")
     store = ("R[o + d * n + i] = Y[0].real\nchk += Y[0] - Y[0]" if real_out else
              "for j in range(K1):\n    v = Y[j]\n    S[o + (j * nb + d) * n + i] = v\n    chk += v - v")
-    body = "\n".join(loads + ["c = 0", _series_body(op, kinds), "if c:", "    return c", store])
+    body = "\n".join(loads + ["c = 0", series_body(op, kinds), "if c:", "    return c", store])
     name = ew_name(op, kinds)
     source = "\n".join([
         DECORATOR, f"def {name}({EW_PARAMS}, {params}):",
@@ -354,12 +354,12 @@ def _series_ew(op: Op, kinds: str, real_out: bool) -> Kernel:
         textwrap.indent(body, " " * 12),
         "    if chk.real != 0.0 or chk.imag != 0.0 or chk != chk:", "        return NONFINITE",
         "    return 0"])
-    return Kernel(name, source, _SERIES_ERRORS.get(op, {}))
+    return Kernel(name, source, SERIES_ERRORS.get(op, {}))
 
 
 #: series ops that act coefficient by coefficient: (op, kinds) -> the value of coefficient j
 #: from X/Y (series operands' coefficient j), x/y (real operands), z0 (1 at j = 0, else 0)
-_COEFFICIENTWISE: dict[tuple[Op, str], str] = {
+COEFFICIENTWISE: dict[tuple[Op, str], str] = {
     (Op.ADD, "ss"): "X + Y", (Op.ADD, "sr"): "X + z0 * y", (Op.ADD, "rs"): "z0 * x + Y",
     (Op.SUB, "ss"): "X - Y", (Op.SUB, "sr"): "X - z0 * y", (Op.SUB, "rs"): "z0 * x - Y",
     (Op.NEG, "s"): "-X", (Op.MUL, "sr"): "X * y", (Op.MUL, "rs"): "x * Y",
@@ -376,7 +376,7 @@ def _coefficientwise(op: Op, kinds: str) -> Kernel:
         loads.append(f"{v.upper()} = S[{v}0 + j * {v}j + d * {v}d + i * {v}e]" if kind == "s"
                      else f"{v} = R[{v}0 + d * {v}d + i * {v}e]")
     check = ["if y == 0.0:", "    return 1"] if op is Op.DIV else []
-    body = loads + check + [f"v = {_COEFFICIENTWISE[op, kinds]}", "S[o + (j * nb + d) * n + i] = v",
+    body = loads + check + [f"v = {COEFFICIENTWISE[op, kinds]}", "S[o + (j * nb + d) * n + i] = v",
                             "chk += v - v"]
     name = ew_name(op, kinds)
     source = "\n".join([
@@ -386,7 +386,7 @@ def _coefficientwise(op: Op, kinds: str) -> Kernel:
         textwrap.indent("\n".join(body), " " * 16),
         "    if chk.real != 0.0 or chk.imag != 0.0 or chk != chk:", "        return NONFINITE",
         "    return 0"])
-    return Kernel(name, source, _SERIES_ERRORS.get(op, {}))
+    return Kernel(name, source, SERIES_ERRORS.get(op, {}))
 
 
 def _cauchy_kernel() -> Kernel:
@@ -806,9 +806,9 @@ def _build_table() -> dict[str, Kernel]:
             raise ValueError(f"two kernels named {kernel.name}")
         table[kernel.name] = kernel
 
-    for op in _REAL_EXPR:
+    for op in REAL_EXPR:
         put(_real_ew(op))
-    for (op, kinds) in _COEFFICIENTWISE:
+    for (op, kinds) in COEFFICIENTWISE:
         put(_coefficientwise(op, kinds))
     put(_cauchy_kernel())
     for op in list(_SERIES_BODIES) + [Op.MUL, Op.DIV]:
@@ -892,7 +892,7 @@ def _unrolled_elementwise(name: str, kinds: str, k1: int, body: list[str]) -> st
         "    return 0"])
 
 
-def _div_body(k1: int) -> list[str]:
+def div_body(k1: int) -> list[str]:
     """q_j = (a_j - sum_{i=1..j} b_i q_{j-i}) / b_0, written out."""
     lines = ["if y0.imag != 0:", "    return IMAGINARY", "if y0.real == 0:", "    return 2"]
     for j in range(k1):
@@ -901,7 +901,7 @@ def _div_body(k1: int) -> list[str]:
     return lines
 
 
-def _exp_body(k1: int) -> list[str]:
+def exp_body(k1: int) -> list[str]:
     """y_0 = e^{a_0}, y_j = (1/j) sum_{i=1..j} i a_i y_{j-i}, written out."""
     lines = ["if x0.imag != 0:", "    return IMAGINARY", "c0 = math.exp(x0.real) + 0j"]
     for j in range(1, k1):
@@ -910,7 +910,7 @@ def _exp_body(k1: int) -> list[str]:
     return lines
 
 
-def _pow_body(k1: int) -> list[str]:
+def pow_body(k1: int) -> list[str]:
     """y_j = (1/(j a_0)) sum_{i=1..j} (p i - (j-i)) a_i y_{j-i}; a non-negative integer p
     (binary powering, exact at a_0 = 0) calls the generic helper."""
     lines = ["if p == math.floor(p) and p >= 0:",
@@ -929,8 +929,8 @@ def _pow_body(k1: int) -> list[str]:
 
 #: kernels written out for a literal number of coefficients (orders up to UNROLL_K1 - 1)
 _UNROLLED = {
-    "ew_div_ss": ("ss", _div_body), "ew_div_rs": ("rs", _div_body),
-    "ew_exp_s": ("s", _exp_body), "ew_pow_s": ("s", _pow_body),
+    "ew_div_ss": ("ss", div_body), "ew_div_rs": ("rs", div_body),
+    "ew_exp_s": ("s", exp_body), "ew_pow_s": ("s", pow_body),
 }
 
 
@@ -976,5 +976,6 @@ def source_hash(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-__all__ = ["ARITY", "COMMON_MESSAGES", "IMAGINARY", "KERNELS", "KINK", "Kernel", "NONFINITE",
-           "REAL_RESULT", "ew_name", "library", "library_source"]
+__all__ = ["ARITY", "COEFFICIENTWISE", "COMMON_MESSAGES", "IMAGINARY", "KERNELS", "KINK", "Kernel",
+           "NONFINITE", "REAL_ERRORS", "REAL_EXPR", "REAL_RESULT", "SERIES_ERRORS", "div_body",
+           "ew_name", "exp_body", "library", "library_source", "pow_body", "series_body"]

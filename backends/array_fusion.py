@@ -6,11 +6,11 @@ member) is the only value stored. Its leaves (operands from outside the group) a
 per element, through the descriptors of :mod:`.array_codegen`.
 
 * **Real groups** (:func:`fused_kernel`): every member is a real op; each member's value is a
-  local scalar (a register), computed by the expression of ``array_codegen._REAL_EXPR``.
+  local scalar (a register), computed by the expression of ``array_codegen.REAL_EXPR``.
 * **Series groups** (:func:`fused_series_kernel`): the root is a series. Per (direction,
   element) each series value -- a series leaf or member, or a real one read by a series member
   -- is a scratch row of ``K1`` coefficients (a real value sits in coefficient 0, the others
-  stay 0), and each series member runs the per-element rule of ``array_codegen._series_body``
+  stay 0), and each series member runs the per-element rule of ``array_codegen.series_body``
   (the helpers ``s_exp``, ``s_pow``, ... of ``SERIES_HELPERS``) on its operands' rows: the one
   table of Taylor rules, with its operand names bound to the rows. Real members stay scalars.
   The kernel is specialised to its order (``K1 = K1C``, a literal trip count for every
@@ -31,16 +31,16 @@ import threading
 from dataclasses import dataclass
 
 from ..ir.ops import Op
-from .array_codegen import (_COEFFICIENTWISE, _REAL_ERRORS, _REAL_EXPR, _SERIES_ERRORS,
-                            COMMON_MESSAGES, DECORATOR, EW_PARAMS, HEADER, IMAGINARY, KINK,
-                            NONFINITE, REAL_RESULT, SERIES_HELPERS, UNROLL_K1, Kernel, _div_body,
-                            _exp_body, _pow_body, _series_body, source_hash, specialise)
+from .array_codegen import (COEFFICIENTWISE, COMMON_MESSAGES, DECORATOR, EW_PARAMS, HEADER,
+                            IMAGINARY, KINK, NONFINITE, REAL_ERRORS, REAL_EXPR, REAL_RESULT,
+                            SERIES_ERRORS, SERIES_HELPERS, UNROLL_K1, Kernel, div_body, exp_body,
+                            pow_body, series_body, source_hash, specialise)
 from .emit import load_kernel_module
 
 #: error codes of a fused kernel: member * MEMBER + the member's own code
 MEMBER = 256
 #: real ops a real group may hold
-FUSABLE = frozenset(_REAL_EXPR)
+FUSABLE = frozenset(REAL_EXPR)
 #: ops a series group may hold as series members: every per-element rule with a series result
 SERIES_FUSABLE = frozenset({Op.ADD, Op.SUB, Op.NEG, Op.MUL, Op.DIV, Op.POW, Op.SQRT, Op.EXP,
                             Op.LOG, Op.TANH, Op.ERF, Op.GELU, Op.RELU, Op.MAX, Op.SELECT})
@@ -72,7 +72,7 @@ def _leaf_params(n_leaves: int) -> str:
 
 def _real_member(m: int, member: FusedMember, names: dict[str, str | None]) -> list[str]:
     """Lines computing real member ``m`` into the scalar ``v{m}`` (its check returns first)."""
-    expr, check = _REAL_EXPR[member.op]
+    expr, check = REAL_EXPR[member.op]
 
     def bind(text: str) -> str:
         text = re.sub(r"\bp\b", repr(float(member.p)), text)
@@ -100,7 +100,7 @@ def fused_kernel(members: list[FusedMember], n_leaves: int) -> FusedKernel:
         for name, (kind, q) in zip("xyz", member.operands):
             names[name] = f"l{q}" if kind == "leaf" else f"v{q}"
         body += _real_member(m, member, names)
-        errors.update(_errors(m, _REAL_ERRORS.get(member.op, {})))
+        errors.update(_errors(m, REAL_ERRORS.get(member.op, {})))
     body.append(f"R[o + d * n + i] = v{len(members) - 1}")
     text = "\n".join(body)
     name = "fused_" + source_hash(text + params)
@@ -127,15 +127,15 @@ def _row_member(m: int, member: FusedMember, kinds: str, rows: list[str]) -> lis
     passes ``B``, ``C`` on unread -- as ``A``)."""
     names = dict(zip("ABC", rows), Y=f"M{m}")
     body = re.sub(r"\b[ABCY]\b", lambda hit: names.get(hit.group(0), rows[0]),
-                  _series_body(member.op, kinds))
+                  series_body(member.op, kinds))
     return ["c = 0", _bind(body, member.p, m * MEMBER), "if c:", f"    return {m * MEMBER} + c",
             f"for j in range(K1):\n    chk{m} += M{m}[j] - M{m}[j]"]
 
 
 #: series rules written out for a literal number of coefficients (array_codegen's unrolled
 #: kernels): op -> (operand kinds it serves, body builder, p it forces)
-_WRITTEN_OUT = {Op.DIV: (("ss", "rs"), _div_body, None), Op.EXP: (("s",), _exp_body, None),
-                Op.POW: (("s",), _pow_body, None), Op.SQRT: (("s",), _pow_body, 0.5)}
+_WRITTEN_OUT = {Op.DIV: (("ss", "rs"), div_body, None), Op.EXP: (("s",), exp_body, None),
+                Op.POW: (("s",), pow_body, None), Op.SQRT: (("s",), pow_body, 0.5)}
 
 
 def _unrolled_member(m: int, member: FusedMember, kinds: str, coeffs: list[list[str]],
@@ -146,13 +146,13 @@ def _unrolled_member(m: int, member: FusedMember, kinds: str, coeffs: list[list[
     run array_codegen's written-out recurrences; any other op copies its operands into the
     rows ``A``/``B``/``C`` and runs its table rule into ``Y``."""
     op, base, out = member.op, m * MEMBER, [f"M{m}c{q}" for q in range(k1)]
-    if (op, kinds) in _COEFFICIENTWISE:
+    if (op, kinds) in COEFFICIENTWISE:
         lines = [f"if {reals[1]} == 0.0:", f"    return {base + 1}"] if op is Op.DIV else []
         for q in range(k1):
             names = {"X": coeffs[0][q], "x": reals[0], "z0": "1.0" if q == 0 else "0.0",
                      "Y": coeffs[-1][q], "y": reals[-1]}
             expr = re.sub(r"\b(X|Y|x|y|z0)\b", lambda hit: names[hit.group(1)],
-                          _COEFFICIENTWISE[op, kinds])
+                          COEFFICIENTWISE[op, kinds])
             lines.append(f"{out[q]} = {expr}")
     elif op is Op.MUL and kinds == "ss":
         lines = [f"{out[r]} = " + " + ".join(f"{coeffs[0][q]} * {coeffs[1][r - q]}"
@@ -169,7 +169,7 @@ def _unrolled_member(m: int, member: FusedMember, kinds: str, coeffs: list[list[
     else:
         lines = [f"{name}[{q}] = {coeffs[k][q]}" for k, name in zip(range(len(coeffs)), "ABC")
                  for q in range(k1)]
-        lines += ["c = 0", _bind(_series_body(op, kinds), member.p, base), "if c:",
+        lines += ["c = 0", _bind(series_body(op, kinds), member.p, base), "if c:",
                   f"    return {base} + c", *[f"{out[q]} = Y[{q}]" for q in range(k1)]]
     return lines + [f"chk{m} += " + " + ".join(f"({c} - {c})" for c in out)]
 
@@ -261,9 +261,9 @@ def fused_series_kernel(members: list[FusedMember], leaf_kinds: str, k1: int) ->
     for m, member in enumerate(members):
         body += group.member(m)
         if group.series[group.n_leaves + m]:
-            table, codes = _SERIES_ERRORS.get(member.op, {}), (KINK, IMAGINARY, NONFINITE)
+            table, codes = SERIES_ERRORS.get(member.op, {}), (KINK, IMAGINARY, NONFINITE)
         else:
-            table, codes = _REAL_ERRORS.get(member.op, {}), (NONFINITE,)
+            table, codes = REAL_ERRORS.get(member.op, {}), (NONFINITE,)
         errors.update(_errors(m, table, codes))
     text = "\n".join(body + group.store())
     params = _leaf_params(group.n_leaves)
