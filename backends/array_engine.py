@@ -251,7 +251,8 @@ class _Planner:
         """Carried state updated in place (no copy at the end of the step): the node computing
         a carry's new value writes into the carry's input buffer when no node after it reads
         the old value and its kernel reads each element before writing it (elementwise ops and
-        fused groups; not the generic series product, which accumulates into its output)."""
+        fused groups; not a product of two series: the generic CPU kernel above order 7 and
+        the CUDA kernel write coefficient r before reading the operands' coefficient r)."""
         eqns, into = self.c.eqns, {}
         aliased = {self.root[n] for out in self.c.outputs for n in out.nodes
                    if eqns[self.root[n]].op is Op.INPUT}  # read again by the end-of-step copies
@@ -266,7 +267,7 @@ class _Planner:
             if (eqn.op not in ELEMENTWISE_OPS or eqn.op in (Op.SUM, Op.DOT) or node in into
                     or any(r in aliased for r in readers)
                     or any(dies_at.get(r, -1) > node for r in readers)
-                    or (eqn.op is Op.MUL and self.k1 > cg.UNROLL_K1
+                    or (eqn.op is Op.MUL and self.k1 > 1
                         and all(eqns[a].series for a in eqn.args))):
                 continue
             into[node] = self.plan.inputs[name]

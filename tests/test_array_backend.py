@@ -163,19 +163,22 @@ def test_loop_program_with_data_weights_and_example_ids(order):
 
 
 def _state_program() -> Program:
-    """Carried (p, q, r, s) with the in-place hazards: p' = p + d x, then q' = 3 p (p's old
+    """Carried (p, q, r, s, t) with the in-place hazards: p' = p + d x, then q' = 3 p (p's old
     value is read after the node computing p': p cannot be updated in place; q can), r' = s
-    and s' = r r tanh(q') (a swap: the end-of-step copies read the old values)."""
+    and s' = r r tanh(q') (a swap: the end-of-step copies read the old values), t' = t p' (a
+    product of two series writes coefficient r before reading t's coefficient r: not in
+    place)."""
     b = Builder()
-    p, q, r, s = (b.input_array(name, (4,)) for name in "pqrs")
+    p, q, r, s, t = (b.input_array(name, (4,)) for name in "pqrst")
     d = b.input_array("d", (4,))
     x = b.input_array("x", (1,))
     new_p = b.add(Op.ADD, (p, b.add(Op.MUL, (d, x))))
     new_q = b.add(Op.MUL, (p, b.const(3.0)))
     new_s = b.add(Op.MUL, (b.add(Op.MUL, (r, r)), b.add(Op.TANH, (new_q,))))
-    for name, node in (("p", new_p), ("q", new_q), ("r", s), ("s", new_s)):
+    new_t = b.add(Op.MUL, (t, new_p))
+    for name, node in (("p", new_p), ("q", new_q), ("r", s), ("s", new_s), ("t", new_t)):
         b.output(name, [node])
-    return Program(verify(b.build()), 4, ("p", "q", "r", "s"), per_step=("d",), weight="x")
+    return Program(verify(b.build()), 4, tuple("pqrst"), per_step=("d",), weight="x")
 
 
 @pytest.mark.parametrize("order", [0, 3, 9])
@@ -183,7 +186,7 @@ def test_carried_state_in_place_only_where_safe(order):
     program = _state_program()
     program = taylor(program, order) if order else program
     rng = np.random.default_rng(order)
-    init = {name: rng.normal(size=4) * 0.5 for name in "pqrs"}
+    init = {name: rng.normal(size=4) * 0.5 for name in "pqrst"}
     x = rng.normal(size=(3, 4))
     if order:
         x = np.stack([x] + [rng.normal(size=(3, 4)) for _ in range(order)], axis=1) + 0j
@@ -192,9 +195,12 @@ def test_carried_state_in_place_only_where_safe(order):
     _close(numba_cpu.run_program(program, init, **options),
            reference.run_program(program, init, **options))
     plan = array_engine.plan_program(program)
-    written = {e.args[2] for e in plan.entries if e.kernel.startswith("copy")}
-    copied = {name for name in "pqrs" if plan.inputs[name].off in written}
-    assert copied == {"p", "r", "s"}  # q' is written in place; p is read after p', r/s swap
+    arena = {"copy_r": "R", "copy_s": "S", "copy_rs": "S"}
+    written = {(arena[e.kernel], e.args[2]) for e in plan.entries if e.kernel in arena}
+    copied = {name for name in "pqrst"
+              if (plan.inputs[name].arena, plan.inputs[name].off) in written}
+    # q' is written in place; p is read after p'; r and s swap; t' = t p' is a series product
+    assert copied == ({"p", "r", "s", "t"} if order else {"p", "r", "s"})
 
 
 def test_microgpt_state_is_updated_in_place(microgpt):
