@@ -2,9 +2,9 @@ r"""Numba source of the series contraction ``dg_ss``, written for a literal numb
 
 ``dot_general`` of two series is the Cauchy product of contractions, c_r = sum_{i+j=r} A_i . B_j
 (A read as [G, M, C], B as [G, C, N] per coefficient and direction, one stride per group, so
-a transposed operand is read in place; ``array_codegen`` has the table's generic kernel and
-the arena layout). The kernel here computes
-the same sums in the same order, faster, using two facts:
+a transposed operand is read in place; ``array_codegen`` has the arena layout, and its table
+entry is this kernel with a runtime K1). Compared with pairing every (i, j) in its own loop it
+computes the same sums in the same order, faster, using two facts:
 
 * **Flattened coefficient rows.** Per (direction, batch index) B is split once into real and
   imaginary blocks ``[C, K1*N]`` (coefficient-major, then n). For one lhs coefficient A_i[m, c]
@@ -19,7 +19,8 @@ the same sums in the same order, faster, using two facts:
 From ``ROWS_FROM`` coefficients on, ``ROWS`` result rows m are computed together so that each
 loaded B element serves all of them (the loops are long there; at low orders the rows fit the
 cache anyway and the extra accumulators cost more than they save). Summation order per output
-element: over c, then over i (as the table kernel), so results do not depend on the tiling.
+element: over c, then over i, so results depend neither on the tiling nor, coefficient by
+coefficient, on the truncation order.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ ROWS_FROM, ROWS = 8, 4
 _HEAD = """
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def dg_ss(R, S, I, K1_, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg, yc, yn):
-    \"\"\"Cauchy product of contractions for {k1} coefficients (backends/array_contract.py).\"\"\"
+    \"\"\"Cauchy product of contractions, K1 = {k1} coefficients (backends/array_contract.py).\"\"\"
     K1 = {k1}
     F = S.view(np.float64)
     size = G * M * N
@@ -116,12 +117,14 @@ def _tile(rows: int) -> str:
                         stores=stores)
 
 
-def dg_ss_source(k1: int) -> str:
-    """``dg_ss`` for exactly ``k1`` coefficients (module doc)."""
-    rows = ROWS if k1 >= ROWS_FROM else 1
+def dg_ss_source(k1: int | None) -> str:
+    """``dg_ss`` for exactly ``k1`` coefficients (module doc); ``None``: the order-generic
+    kernel of the table (``K1`` read from its argument, one row at a time)."""
+    rows = ROWS if k1 is not None and k1 >= ROWS_FROM else 1
     accumulators = "\n".join(f"    sr{m} = np.empty(K1 * N)\n    si{m} = np.empty(K1 * N)"
                              for m in range(rows))
-    head = _HEAD.format(k1=k1, rows=rows, accumulators=accumulators).strip("\n")
+    head = _HEAD.format(k1="K1_" if k1 is None else k1, rows=rows,
+                        accumulators=accumulators).strip("\n")
     pad = " " * 16
     if rows > 1:
         body = "\n".join([f"if rows == {rows}:", textwrap.indent(_tile(rows).strip(), "    "),
