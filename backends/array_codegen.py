@@ -220,6 +220,26 @@ def index_at(R, at, size):
     if v < 0 or v >= size:
         return -2
     return int(v)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def pack_real(R, bp, b0, C, N, yc, yn):
+    """A contraction's real rhs B[c, n] (at b0 + c*yc + n*yn) into the contiguous bp[C, N]."""
+    for c in range(C):
+        for nn in range(N):
+            bp[c, nn] = R[b0 + c * yc + nn * yn]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def pack_series(F, br, bi, b0, C, K1, N, yj, yc, yn):
+    """A contraction's series rhs (coefficient j of B[c, n] at b0 + j*yj + c*yc + n*yn, in
+    complex entries of the float view F) into real and imaginary rows br/bi[c, j*N + n]."""
+    for c in range(C):
+        for j in range(K1):
+            b = 2 * (b0 + j * yj + c * yc)
+            for nn in range(N):
+                br[c, j * N + nn] = F[b + 2 * nn * yn]
+                bi[c, j * N + nn] = F[b + 2 * nn * yn + 1]
 '''
 
 ZERO_SERIES = "W[3]"  # an all-zero row of the scratch (the second operand of a one-operand switch)
@@ -567,10 +587,7 @@ def dg_rr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg
     chk = 0.0
     for d in range(nb):
         for g in range(G):
-            for c in range(C):
-                b = y0 + d * yd + g * yg + c * yc
-                for nn in range(N):
-                    bp[c, nn] = R[b + nn * yn]
+            pack_real(R, bp, y0 + d * yd + g * yg, C, N, yc, yn)
             for mm in range(M):
                 acc[:] = 0.0
                 a0 = x0 + d * xd + g * xg + mm * xm
@@ -597,10 +614,7 @@ def dg_sr(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg
     chk = 0.0
     for d in range(nb):
         for g in range(G):
-            for c in range(C):
-                b = y0 + d * yd + g * yg + c * yc
-                for nn in range(N):
-                    bp[c, nn] = R[b + nn * yn]
+            pack_real(R, bp, y0 + d * yd + g * yg, C, N, yc, yn)
             for mm in range(M):
                 sr[:, :] = 0.0
                 si[:, :] = 0.0
@@ -629,17 +643,12 @@ def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg
     size = G * M * N
     sr = np.zeros((K1, N))
     si = np.zeros((K1, N))
-    br = np.empty((C, K1, N))
-    bi = np.empty((C, K1, N))
+    br = np.empty((C, K1 * N))
+    bi = np.empty((C, K1 * N))
     chk = 0.0
     for d in range(nb):
         for g in range(G):
-            for c in range(C):
-                for r in range(K1):
-                    b = 2 * (y0 + r * yj + d * yd + g * yg + c * yc)
-                    for nn in range(N):
-                        br[c, r, nn] = F[b + 2 * nn * yn]
-                        bi[c, r, nn] = F[b + 2 * nn * yn + 1]
+            pack_series(F, br, bi, y0 + d * yd + g * yg, C, K1, N, yj, yc, yn)
             for mm in range(M):
                 sr[:, :] = 0.0
                 si[:, :] = 0.0
@@ -647,8 +656,8 @@ def dg_rs(R, S, I, K1, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, yg
                     a = R[x0 + d * xd + g * xg + mm * xm + c * xc]
                     for r in range(K1):
                         for nn in range(N):
-                            sr[r, nn] += a * br[c, r, nn]
-                            si[r, nn] += a * bi[c, r, nn]
+                            sr[r, nn] += a * br[c, r * N + nn]
+                            si[r, nn] += a * bi[c, r * N + nn]
                 for r in range(K1):
                     out = 2 * (o + (r * nb + d) * size + (g * M + mm) * N)
                     for nn in range(N):

@@ -7,7 +7,7 @@ entry is this kernel with a runtime K1). Compared with pairing every (i, j) in i
 computes the same sums in the same order, faster, using two facts:
 
 * **Flattened coefficient rows.** Per (direction, batch index) B is split once into real and
-  imaginary blocks ``[C, K1*N]`` (coefficient-major, then n). For one lhs coefficient A_i[m, c]
+  imaginary blocks ``[C, K1*N]`` (coefficient-major, then n; the library's ``pack_series``). For one lhs coefficient A_i[m, c]
   the products with every B_j, j <= k - i, land in the result rows i .. k, which are contiguous:
   one loop of (K1 - i)*N multiply-adds that LLVM vectorises, instead of K1 - i loops of N.
 * **Real constant terms.** Constant terms of series are the unperturbed real run (the engine
@@ -44,12 +44,7 @@ def dg_ss(R, S, I, K1_, nb, G, M, N, C, o, x0, xj, xd, xg, xm, xc, y0, yj, yd, y
     chk = 0.0
     for d in range(nb):
         for g in range(G):
-            for c in range(C):
-                for j in range(K1):
-                    b = 2 * (y0 + j * yj + d * yd + g * yg + c * yc)
-                    for nn in range(N):
-                        br[c, j * N + nn] = F[b + 2 * nn * yn]
-                        bi[c, j * N + nn] = F[b + 2 * nn * yn + 1]
+            pack_series(F, br, bi, y0 + d * yd + g * yg, C, K1, N, yj, yc, yn)
             m0 = 0
             while m0 < M:
                 rows = {rows} if M - m0 >= {rows} else 1

@@ -97,3 +97,18 @@ def test_a_complex_constant_term_in_a_series_input_is_refused(backend):
     inputs["x"][0, 1, 2] += 0.25j
     with pytest.raises(InputError, match=r"input 'x'.*constant term.*index \(0, 1, 2\).*not real"):
         backend.evaluate(circuit, inputs)
+
+
+@pytest.mark.parametrize("seeds", [{"x"}, {"w"}])  # dg_sr and dg_rs: one real operand
+@pytest.mark.parametrize("lhs, rhs, contract, batch", CASES)
+def test_contraction_with_a_real_operand_matches_the_reference(seeds, lhs, rhs, contract, batch):
+    circuit = taylor(_contraction(lhs, rhs, contract, batch), 3, seeds)
+    rng = np.random.default_rng(7)
+    inputs = {name: (_series(rng, 3, 4, shape) if name in seeds
+                     else rng.normal(size=(3,) + shape) * 0.5)
+              for name, shape in (("x", lhs), ("w", rhs))}
+    kinds = {e.kernel for e in array_engine.plan(circuit).entries if e.kernel.startswith("dg_")}
+    assert kinds == {"dg_sr" if seeds == {"x"} else "dg_rs"}
+    np.testing.assert_allclose(numba_cpu.evaluate(circuit, inputs, batch=3)["y"],
+                               reference.evaluate(circuit, inputs, batch=3)["y"], rtol=1e-12,
+                               atol=1e-13)
