@@ -33,7 +33,7 @@ from ..frontends.microgpt_array import build_task_array, loss_measurement_array
 from ..frontends.microgpt_data import MicrogptConfig, names_for_steps, prepare
 from ..ir.circuit import Circuit
 from .evaluate import (deletion_curve, evaluate_deletions, linear_datamodeling_score,
-                       plot_curves, plot_deletion_curve, retrained_values)
+                       plot_curves, plot_deletion_curve, plot_stderr_by_s, retrained_values)
 from .exact import exact_series
 from .precompute import precompute
 from .predict import predict
@@ -367,6 +367,13 @@ def _evaluate_with(args: argparse.Namespace, sketch, task, measured: list[tuple[
         print(f"measurement: {what}")
         print(report.table())
         results.append({"measurement": what, **report.to_dict()})
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for column, report in enumerate(reports):
+            for i, (name, _) in enumerate(sets):
+                stem = f"stderr-{i}" if len(measured) == 1 else f"stderr-{column}-{i}"
+                plot_stderr_by_s(report, i, str(args.out / f"{stem}.png"),
+                                 title=f"term standard errors by s, {name}")
     weights = _weights(args.weights, np.array([]))
     if len(weights):
         for result in results:

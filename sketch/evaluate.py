@@ -123,6 +123,26 @@ class DeletionReport:
         return np.array([[p.prefix(s).estimate for s in self.s_values] for p in self.predictions]
                         ) - self.truths[:, None]
 
+    def s_term_stderr(self) -> np.ndarray:
+        """[m, len(s_values), k]: each order's term standard error from the first s directions."""
+        return np.array([[p.prefix(s).term_stderr for s in self.s_values]
+                         for p in self.predictions])
+
+    def stderr_slopes(self) -> np.ndarray:
+        """[m, k]: least-squares slope of log(term s.e.) against log(s) over ``s_values``.
+
+        Independent directions give -1/2 (s.e. = sd / sqrt(s)); a clearly different slope means
+        the samples' spread has not settled (heavy tails) at these s."""
+        usable = [i for i, s in enumerate(self.s_values) if s >= 2]
+        if len(usable) < 2:
+            return np.full((len(self.predictions), self.predictions[0].order), np.nan)
+        logs = np.log(np.asarray(self.s_values, dtype=float)[usable])
+        with np.errstate(divide="ignore"):
+            errors = np.log(self.s_term_stderr()[:, usable, :])
+        centred = logs - logs.mean()
+        return np.einsum("s,msk->mk", centred, errors - errors.mean(axis=1, keepdims=True)
+                         ) / (centred ** 2).sum()
+
     def within_error_bars(self, z: float = 3.0) -> np.ndarray:
         """Whether |estimate - truth| <= z standard errors, per set."""
         return np.array([abs(p.estimate - t) <= z * p.stderr
@@ -131,6 +151,7 @@ class DeletionReport:
     def table(self) -> str:
         lines = []
         order_errors, s_errors = self.order_errors(), self.s_errors()
+        term_stderr, slopes = self.s_term_stderr(), self.stderr_slopes()
         for i, (p, truth) in enumerate(zip(self.predictions, self.truths)):
             lines.append(f"{self.names[i]} (|D| = {len(p.deleted)}): f(0) = {p.f0:.6g}, retrained "
                          f"f(1_D) = {truth:.6g}, true change {truth - p.f0:+.4g}")
@@ -143,14 +164,20 @@ class DeletionReport:
             lines.append(f"  median-of-means {1 - p.delta:.0%} interval [{lo:.6g}, {hi:.6g}]")
             lines.append("  error by number of directions: " + ", ".join(
                 f"s={s}: {e:+.3g}" for s, e in zip(self.s_values, s_errors[i])))
+            for r, slope in enumerate(slopes[i], start=1):
+                lines.append(f"  order {r} term s.e. by s (log-log slope {slope:+.2f}, 1/sqrt(s) "
+                             "is -0.50): " + ", ".join(
+                                 f"{e:.2g}" for e in term_stderr[i, :, r - 1]))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sets": [{"name": name, "truth": float(t), **p.to_dict(),
                           "order_errors": oe.tolist(), "s_values": list(self.s_values),
-                          "s_errors": se.tolist()}
-                         for name, p, t, oe, se in zip(self.names, self.predictions, self.truths,
-                                                        self.order_errors(), self.s_errors())]}
+                          "s_errors": se.tolist(), "s_term_stderr": ts.tolist(),
+                          "stderr_slopes": slope.tolist()}
+                         for name, p, t, oe, se, ts, slope in zip(
+                             self.names, self.predictions, self.truths, self.order_errors(),
+                             self.s_errors(), self.s_term_stderr(), self.stderr_slopes())]}
 
 
 def evaluate_deletions(sketch: Sketch, task, measurement: Circuit | Sequence[Circuit],
@@ -340,6 +367,32 @@ def plot_deletion_curve(curve: DeletionCurve, path: str, *, title: str = "",
     plot_curves(path, grid, curves, curve.weights, curve.truths, title=title, ylabel=ylabel)
 
 
+def plot_stderr_by_s(report: DeletionReport, index: int, path: str, *, title: str = "") -> None:
+    """PNG, log-log: each order's term standard error against the number of directions s for
+    set ``index`` of ``report``, with the 1/sqrt(s) line through the largest s."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s_values = np.asarray(report.s_values, dtype=float)
+    errors = report.s_term_stderr()[index]
+    slopes = report.stderr_slopes()[index]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for r in range(errors.shape[1]):
+        line, = ax.loglog(s_values, errors[:, r], "o-", label=f"order {r + 1} "
+                          f"(slope {slopes[r]:+.2f})")
+        ax.loglog(s_values, errors[-1, r] * np.sqrt(s_values[-1] / s_values), ":",
+                  color=line.get_color())
+    ax.set_xlabel("number of directions s")
+    ax.set_ylabel("standard error of the term")
+    ax.set_title(title or "term standard errors; dotted: 1/sqrt(s)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 __all__ = ["DeletionCurve", "DeletionReport", "LdsResult", "default_s_values", "deletion_curve",
            "evaluate_deletions", "linear_datamodeling_score", "measure_retrained", "plot_curves",
-           "plot_deletion_curve", "random_subsets", "retrained_values", "spearman"]
+           "plot_deletion_curve", "plot_stderr_by_s", "random_subsets", "retrained_values", "spearman"]

@@ -60,6 +60,8 @@ def test_precompute_predict_evaluate(run, tmp_path, capsys):
     assert report["curves"][0]["truths"][1] == pytest.approx(truth[0])
     assert len(report["lds"]["truths"]) == 6 and -1 <= report["lds"]["lds"] <= 1
     assert (tmp_path / "e" / "curve-0.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "e" / "stderr-0.png").read_bytes()[:8] == PNG
+    assert len(report["sets"][0]["s_term_stderr"]) == len(report["sets"][0]["s_values"]) == 4
     assert "first-order baseline" in capsys.readouterr().out
 
 

@@ -8,7 +8,9 @@ import pytest
 from circuitsketch.sketch import (deletion_curve, evaluate_deletions, exact_series,
                                   linear_datamodeling_score, precompute, predict,
                                   retrained_values, spearman)
-from circuitsketch.sketch.evaluate import plot_deletion_curve, random_subsets
+from circuitsketch.sketch.evaluate import (DeletionReport, plot_deletion_curve, plot_stderr_by_s,
+                                           random_subsets)
+from circuitsketch.sketch.predict import Prediction
 from test_sketch_tasks import point_loss_measurement, regression_task
 
 
@@ -51,9 +53,31 @@ def test_report_compares_orders_and_prefixes_with_retraining(logistic):
         np.testing.assert_allclose(errors[i], [p.partial(r) - report.truths[i] for r in range(4)])
         assert report.s_errors()[i, -1] == pytest.approx(p.estimate - report.truths[i])
         assert report.s_errors()[i, 0] == pytest.approx(p.prefix(100).estimate - report.truths[i])
+    for i, p in enumerate(predictions):
+        for j, s in enumerate([100, 400, 1600]):
+            first = p.samples[:s]
+            expected = np.sqrt(((first - first.mean(axis=0)) ** 2).sum(axis=0) / (s - 1) / s)
+            np.testing.assert_allclose(report.s_term_stderr()[i, j], expected, rtol=1e-12)
     assert report.within_error_bars(3.0).all()
     assert "first-order baseline" in report.table() and "s=400" in report.table()
+    assert "term s.e. by s" in report.table()
     assert json.loads(json.dumps(report.to_dict()))["sets"][1]["deleted"] == [3, 11]
+
+
+def test_stderr_slopes_of_independent_and_of_repeated_samples(tmp_path):
+    """Independent samples: s.e. ~ s^(-1/2), slope -1/2; samples whose size grows with j (a
+    sketch that drifts along its directions) give a slope far from it."""
+    rng = np.random.default_rng(0)
+    independent = rng.normal(size=(4096, 3)) * [1.0, 10.0, 100.0]
+    drifting = independent * np.arange(1, 4097)[:, None]
+    s_values = (16, 64, 256, 1024, 4096)
+    report = DeletionReport((Prediction(0.0, independent, (0,)), Prediction(0.0, drifting, (0,))),
+                            np.zeros(2), s_values, ("independent", "drifting"))
+    slopes = report.stderr_slopes()
+    np.testing.assert_allclose(slopes[0], -0.5, atol=0.06)
+    assert (slopes[1] > 0.3).all()
+    plot_stderr_by_s(report, 0, str(tmp_path / "stderr.png"))
+    assert (tmp_path / "stderr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_deletion_curve_scales_orders_and_retrains_each_weight(logistic, tmp_path):
