@@ -75,10 +75,9 @@ def _fused_series(the_plan) -> list:
     return [e for e in the_plan.entries if e.kernel.startswith("fused_s_")]
 
 
-# every chain compiles its own fused kernels (~10 s cold each): the every-op chain at each
-# order, the random ones at the written-out and at the rows order (CI's cold suite time)
-@pytest.mark.parametrize("order, seed", [(1, None), (3, None), (6, None), (9, None), (1, 0),
-                                         (3, 0), (3, 1), (9, 0), (9, 1)])
+# Every chain compiles its own fused kernels (~10-30 s cold each), so CI's cold suite time
+# limits them: the every-op chain at orders 1, 3, 9, random chains at 3 (two) and 9 (one).
+@pytest.mark.parametrize("order, seed", [(1, None), (3, None), (9, None), (3, 0), (3, 1), (9, 0)])
 def test_random_series_chains_match_the_reference(order, seed):
     circuit = taylor(random_chain(seed), order, {"x", "w"})
     the_plan = array_engine.plan(circuit)
